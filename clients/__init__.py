@@ -1,0 +1,1 @@
+"""stedq.clients: Python client library, the `stedq score` CLI, examples."""

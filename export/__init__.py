@@ -1,0 +1,1 @@
+"""stedq.export: a trained checkpoint to an ONNX model bundle (normalization inside the graph)."""

@@ -1,0 +1,1 @@
+"""stedq.server: the gRPC quality-scoring service on onnxruntime."""

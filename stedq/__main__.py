@@ -1,0 +1,3 @@
+from stedq.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""stedq.study: the paper's expert user study as a small web app."""

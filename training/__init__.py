@@ -1,0 +1,1 @@
+"""stedq.training: STED data (synthetic generator and real-data loader), QualityNet, training, evaluation."""

@@ -1,0 +1,68 @@
+"""QualityNet: the paper's quality network, as its original code builds it (the one place it is written).
+
+Six 3x3 conv blocks (32, 64, 128, 192, 256, 320 channels; batch norm on all but the first; ELU;
+2x2 max-pool, stride 2, ceil mode: 224 -> 112 -> 56 -> 28 -> 14 -> 7 -> 4), then fully connected
+5120 -> 512 -> 256 -> 1 with batch norm, ELU and dropout 0.2, and a sigmoid: a score in [0, 1].
+
+The network takes images already normalized by the training set's mean/std; `NormalizedQualityNet`
+puts that normalization in front so an exported graph takes images rescaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+INPUT_SIZE = 224
+CONV_CHANNELS = (32, 64, 128, 192, 256, 320)
+FC_FEATURES = (512, 256)
+DROPOUT = 0.2
+
+
+def _conv_block(in_channels: int, out_channels: int, batch_norm: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(out_channels))
+    layers += [nn.ELU(), nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)]
+    return nn.Sequential(*layers)
+
+
+class QualityNet(nn.Module):
+    def __init__(self, in_channels: int = 1):
+        super().__init__()
+        blocks, channels = [], in_channels
+        for index, out_channels in enumerate(CONV_CHANNELS):
+            blocks.append(_conv_block(channels, out_channels, batch_norm=index > 0))
+            channels = out_channels
+        self.features = nn.Sequential(*blocks)
+        side = INPUT_SIZE
+        for _ in CONV_CHANNELS:
+            side = -(-side // 2)  # ceil mode
+        flat = channels * side * side  # 320 * 4 * 4 = 5120
+        fc: list[nn.Module] = [nn.Flatten()]
+        for out_features in FC_FEATURES:
+            fc += [nn.Linear(flat, out_features), nn.BatchNorm1d(out_features), nn.ELU(), nn.Dropout(DROPOUT)]
+            flat = out_features
+        fc += [nn.Linear(flat, 1), nn.Sigmoid()]
+        self.head = nn.Sequential(*fc)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, 1, 224, 224) normalized images -> (N, 1) scores in [0, 1]."""
+        return self.head(self.features(x))
+
+
+class NormalizedQualityNet(nn.Module):
+    """QualityNet with the training set's normalization inside: input is the image rescaled to [0, 1]."""
+
+    def __init__(self, net: QualityNet, mean: float, std: float):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(float(mean), dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(float(std), dtype=torch.float32))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net((image - self.mean) / self.std)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
