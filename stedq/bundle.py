@@ -1,0 +1,101 @@
+"""The model bundle: the folder `stedq export` writes and `stedq serve` reads.
+
+    manifest.json      this file's `Manifest` (name, version, I/O, normalization, variants, provenance)
+    model.onnx         FP32; input "image" float32 [N, 1, 224, 224] in [0, 1]; output "score" float32 [N, 1]
+    model.int8.onnx    optional, same I/O (static QDQ quantization, for CPUs)
+    model.fp16.onnx    optional, same I/O (float16 inside, float32 at the edges, for GPUs)
+    rdf.yaml           bioimage.io-style description
+
+Only the standard library and pydantic here: both the exporter (torch side) and the server (no torch)
+import it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "stedq-bundle/1"
+VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+
+
+class TensorSpec(BaseModel):
+    name: str
+    shape: list[int]          # -1 marks the dynamic batch axis
+    dtype: str = "float32"
+
+
+class Normalization(BaseModel):
+    mean: list[float]
+    std: list[float]
+
+
+class Manifest(BaseModel):
+    format: str = FORMAT
+    name: str = "quality"
+    version: str
+    input: TensorSpec = TensorSpec(name="image", shape=[-1, 1, 224, 224])
+    output: TensorSpec = TensorSpec(name="score", shape=[-1, 1])
+    input_range: list[float] = [0.0, 1.0]
+    normalization: Normalization
+    variants: dict[str, str] = Field(default_factory=lambda: {"fp32": VARIANT_FILES["fp32"]})
+    training: dict[str, Any] = Field(default_factory=dict)    # data description and hash, config
+    metrics: dict[str, Any] = Field(default_factory=dict)     # test-set metrics, variant accuracy
+    stedq_version: str = ""
+    created: str = ""                                         # ISO 8601, UTC
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.input.shape[-2], self.input.shape[-1]
+
+
+class BundleError(ValueError):
+    """A bundle folder or file that cannot be used; the message names the path and the problem."""
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    path = Path(bundle_dir) / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no manifest (is {bundle_dir} a model bundle made by `stedq export`?)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: unreadable manifest: {exc}") from None
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValueError as exc:
+        raise BundleError(f"{path}: invalid manifest: {exc}") from None
+    if manifest.format != FORMAT:
+        raise BundleError(f"{path}: unsupported bundle format {manifest.format!r} (expected {FORMAT!r})")
+    return manifest
+
+
+def variant_path(bundle_dir: Path, manifest: Manifest, variant: str) -> Path:
+    if variant not in manifest.variants:
+        raise BundleError(f"{bundle_dir}: no {variant!r} variant (has: {', '.join(sorted(manifest.variants))})")
+    return Path(bundle_dir) / manifest.variants[variant]
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see a partial file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(bundle_dir: Path, manifest: Manifest) -> Path:
+    path = Path(bundle_dir) / MANIFEST_NAME
+    write_atomic(path, (manifest.model_dump_json(indent=2) + "\n").encode())
+    return path

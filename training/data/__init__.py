@@ -1,0 +1,1 @@
+"""stedq.training.data: synthetic STED data (pysted) with expert-like labels, and the labelled-folder loader."""
