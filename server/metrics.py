@@ -1,0 +1,66 @@
+"""Prometheus metrics of the server (prometheus-client), one registry per server.
+
+The names are a contract: deploy's Grafana dashboard and alerts use them.
+
+    stedq_requests_total{method, code}          RPCs by method ("Score", "ModelInfer", ...) and final status
+    stedq_request_duration_seconds{method}      total time per RPC (a ScoreStream RPC: the whole stream)
+    stedq_queue_wait_seconds                    time images wait in the batcher queue
+    stedq_inference_duration_seconds            time of each onnxruntime run
+    stedq_batch_size                            images per inference call
+    stedq_queue_depth                           images waiting in the batcher
+    stedq_in_flight_requests                    RPCs being handled
+    stedq_images_scored_total                   images scored (a tiled image counts once)
+    stedq_model_info{name, version, variant, provider, device}   1 for the loaded model
+    stedq_model_reloads_total{result}           "success" | "failure"
+
+Requests are recorded by `stedq.server.interceptors.MetricsInterceptor` for every RPC of the scoring
+services (stedq.v1 and KServe v2), so servicers do not record them themselves.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# 100 µs .. 30 s: fine enough for sub-millisecond work, long enough for big quality maps
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075,
+                   0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("stedq_requests_total", "RPCs by method and final gRPC status code",
+                                ["method", "code"], registry=r)
+        self.request_duration = Histogram("stedq_request_duration_seconds", "Total time per RPC",
+                                          ["method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_wait = Histogram("stedq_queue_wait_seconds", "Time images wait in the batcher queue",
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.inference_duration = Histogram("stedq_inference_duration_seconds",
+                                            "Time of each onnxruntime run", buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("stedq_batch_size", "Images per inference call",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.queue_depth = Gauge("stedq_queue_depth", "Images waiting in the batcher queue", registry=r)
+        self.in_flight = Gauge("stedq_in_flight_requests", "RPCs being handled", registry=r)
+        self.images_scored = Counter("stedq_images_scored_total", "Images scored", registry=r)
+        self.model_info = Gauge("stedq_model_info", "The loaded model (value 1)",
+                                ["name", "version", "variant", "provider", "device"], registry=r)
+        self.model_reloads = Counter("stedq_model_reloads_total", "Model reloads by result",
+                                     ["result"], registry=r)
+        for result in ("success", "failure"):  # exported as 0 from the start, so rate() works
+            self.model_reloads.labels(result=result)
+
+    def set_model(self, name: str, version: str, variant: str, provider: str, device: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(name=name, version=version, variant=variant, provider=provider,
+                               device=device).set(1)
+
+    def observe_request(self, method: str, code: str, seconds: float) -> None:
+        self.requests.labels(method=method, code=code).inc()
+        self.request_duration.labels(method=method).observe(seconds)
+
+    def serve_http(self, host: str, port: int):
+        """Start the /metrics HTTP endpoint in a daemon thread; returns (server, bound port)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return server, server.server_port

@@ -1,0 +1,206 @@
+"""The scorer: decoded images in, scores (and quality maps) out. Knows nothing about gRPC.
+
+An image of exactly the model's input size (224x224) gets one score. A larger image is cut into
+224x224 tiles whose origins step by `tile_stride` pixels along each axis; when the steps do not end
+exactly at the border, one more tile is aligned to the right/bottom edge, so the tiles always cover
+the whole image (e.g. width 500, stride 112: x = 0, 112, 224, 276). The image's score is the mean of
+its tile scores, and the per-tile scores come back as a row-major quality map. Smaller images are
+refused (InvalidInput).
+
+All tiles of all images of a request go through the dynamic batcher together, so a quality map
+batches like any other request. `swap`/`reload` replace the engine atomically: a batch that already
+started finishes on the old engine, the next one runs on the new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stedq.server.batching import DynamicBatcher
+from stedq.server.engine import Engine, EngineError, EngineInfo
+from stedq.server.images import InvalidInput
+from stedq.server.metrics import Metrics
+from stedq.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QualityMap:
+    rows: int
+    cols: int
+    tile_size: int
+    stride: int
+    scores: list[float]        # rows * cols, row-major
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    score: float               # for a tiled image, the mean of its tile scores
+    map: QualityMap | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    input_height: int
+    input_width: int
+    normalization_mean: list[float]
+    normalization_std: list[float]
+    providers: list[str]
+    device: str
+    variant: str
+    max_batch_size: int
+    tile_stride: int
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def tile_origins(length: int, tile: int, stride: int) -> list[int]:
+    """Tile start positions covering [0, length): every `stride` px, plus one tile flush with the end."""
+    if length < tile:
+        raise ValueError(f"length {length} is smaller than the tile {tile}")
+    origins = list(range(0, length - tile + 1, stride))
+    if origins[-1] + tile < length:
+        origins.append(length - tile)
+    return origins
+
+
+class Scorer:
+    def __init__(self, engine: Engine, settings: Settings | None = None, metrics: Metrics | None = None):
+        self.settings = settings or Settings()
+        self.metrics = metrics
+        self._engine = engine
+        self.batcher = DynamicBatcher(
+            self._infer, max_batch_size=self.settings.max_batch_size,
+            max_queue_delay_s=self.settings.max_queue_delay_ms / 1000.0,
+            max_queue_size=self.settings.max_queue_size, merge=self.settings.batching, metrics=metrics)
+        self.ready = False
+        self._reload_lock = asyncio.Lock()
+        self._publish_model()
+
+    # --- the model
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def model_info(self) -> ModelInfo:
+        info = self._engine.info
+        metadata = dict(info.metadata)
+        if info.note:
+            metadata["device_note"] = info.note
+        return ModelInfo(
+            name=info.name, version=info.version, input_height=info.input_height,
+            input_width=info.input_width, normalization_mean=list(info.mean),
+            normalization_std=list(info.std), providers=list(info.providers), device=info.device,
+            variant=info.variant, max_batch_size=self.settings.max_batch_size,
+            tile_stride=self.settings.tile_stride, metadata=metadata)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._engine.run(batch)  # read once per batch: a swap affects the next batch only
+
+    def swap(self, engine: Engine) -> EngineInfo:
+        """Serve `engine` from the next batch on (a single reference assignment: atomic)."""
+        old = self._engine.info
+        new = engine.info
+        if (new.input_height, new.input_width) != (old.input_height, old.input_width):
+            raise EngineError(f"{new.path}: input size {new.input_height}x{new.input_width} differs from the "
+                              f"served model's {old.input_height}x{old.input_width}; restart the server instead")
+        self._engine = engine
+        self._publish_model()
+        return new
+
+    async def reload(self, model: Path | None = None) -> EngineInfo:
+        """Load the configured model again (or `model`) off the event loop, warm it up, swap it in.
+        On failure the current model stays in service and EngineError is raised."""
+        async with self._reload_lock:
+            loop = asyncio.get_running_loop()
+
+            def load() -> Engine:
+                engine = Engine.from_settings(self.settings, model)
+                engine.warm_up((1, self.settings.max_batch_size))
+                return engine
+
+            try:
+                info = self.swap(await loop.run_in_executor(None, load))
+            except EngineError as exc:
+                if self.metrics is not None:
+                    self.metrics.model_reloads.labels(result="failure").inc()
+                raise exc
+            if self.metrics is not None:
+                self.metrics.model_reloads.labels(result="success").inc()
+            return info
+
+    def _publish_model(self) -> None:
+        if self.metrics is not None:
+            info = self._engine.info
+            self.metrics.set_model(info.name, info.version, info.variant, info.providers[0], info.device)
+
+    # --- lifecycle
+    async def start(self) -> None:
+        await self.batcher.start()
+        self.ready = True
+
+    async def close(self) -> None:
+        """Finish queued work and stop; new score() calls fail with BatcherClosed."""
+        self.ready = False
+        await self.batcher.close()
+
+    # --- scoring
+    async def score(self, images: list[np.ndarray], *, deadline: float | None = None) -> list[ImageScore]:
+        """Score float32 (H, W) images in [0, 1]; `deadline` is a time.monotonic() value or None.
+
+        Raises InvalidInput, or the batcher's QueueFull / DeadlineExceeded / BatcherClosed /
+        InferenceFailed."""
+        if not images:
+            raise InvalidInput("images: empty batch; send at least one image")
+        info = self._engine.info
+        tile_h, tile_w = info.input_height, info.input_width
+        stride = self.settings.tile_stride
+        tiles: list[np.ndarray] = []
+        layouts: list[tuple[int, int] | None] = []   # (rows, cols) of a quality map, None for one tile
+        for index, image in enumerate(images):
+            if image.ndim != 2 or image.shape[0] < tile_h or image.shape[1] < tile_w:
+                raise InvalidInput(f"images[{index}]: image is {'x'.join(map(str, image.shape))}, smaller than "
+                                   f"the model input {tile_h}x{tile_w}")
+            height, width = image.shape
+            if (height, width) == (tile_h, tile_w):
+                tiles.append(image)
+                layouts.append(None)
+                continue
+            ys, xs = tile_origins(height, tile_h, stride), tile_origins(width, tile_w, stride)
+            tiles.extend(image[y:y + tile_h, x:x + tile_w] for y in ys for x in xs)
+            layouts.append((len(ys), len(xs)))
+        limit = self.settings.max_queue_size
+        if len(tiles) > limit:
+            raise InvalidInput(f"images: the request needs {len(tiles)} model inputs ({len(images)} images, "
+                               f"tiles of quality maps included), over the per-request limit of {limit} "
+                               f"(--max-queue-size); split it into smaller requests")
+        batch = np.stack(tiles).astype(np.float32, copy=False)[:, None, :, :]
+        started = time.monotonic()
+        scores = await self.batcher.submit(batch, deadline=deadline)
+        log.debug("scored %d images (%d inputs) in %.1f ms", len(images), len(tiles),
+                  (time.monotonic() - started) * 1000)
+        results: list[ImageScore] = []
+        offset = 0
+        for layout in layouts:
+            if layout is None:
+                results.append(ImageScore(score=float(scores[offset])))
+                offset += 1
+                continue
+            rows, cols = layout
+            tile_scores = scores[offset:offset + rows * cols]
+            offset += rows * cols
+            results.append(ImageScore(score=float(np.mean(tile_scores)), map=QualityMap(
+                rows=rows, cols=cols, tile_size=tile_h, stride=stride,
+                scores=[float(s) for s in tile_scores])))
+        if self.metrics is not None:
+            self.metrics.images_scored.inc(len(images))
+        return results
