@@ -48,6 +48,8 @@ def parse_dtype(dtype: str | int | DType, *, field: str) -> DType:
     if isinstance(dtype, (int, np.integer)) and not isinstance(dtype, bool):
         if int(dtype) in _ENUM_NUMBERS:
             return _ENUM_NUMBERS[int(dtype)]
+        if int(dtype) == 0:
+            raise InvalidInput(f"{field}: dtype is not set (DTYPE_UNSPECIFIED); use uint8, uint16 or float32")
         raise InvalidInput(f"{field}: unknown dtype {int(dtype)} (expected uint8, uint16 or float32)")
     name = str(dtype).strip().lower()
     if name in _ALIASES:

@@ -1,0 +1,133 @@
+"""Server interceptors: request metrics for the scoring services, and bearer-token auth."""
+
+from __future__ import annotations
+
+import hmac
+import inspect
+import time
+
+import grpc
+
+from stedq.server.metrics import Metrics
+
+# RPCs of these services are metered; health checks and reflection are not (a Watch stream lives for
+# the whole connection and would sit in the in-flight gauge forever).
+METERED_SERVICES = frozenset({"stedq.v1.QualityService", "inference.GRPCInferenceService"})
+# Probes (kubelet, the container HEALTHCHECK) cannot send a token, so health needs none.
+UNAUTHENTICATED_SERVICES = frozenset({"grpc.health.v1.Health"})
+
+_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
+
+def _split(method: str) -> tuple[str, str]:
+    service, _, name = method.lstrip("/").rpartition("/")
+    return service, name
+
+
+def _kind(handler: grpc.RpcMethodHandler) -> str:
+    return f"{'stream' if handler.request_streaming else 'unary'}_{'stream' if handler.response_streaming else 'unary'}"
+
+
+def _code_name(context: grpc.aio.ServicerContext, default: str) -> str:
+    code = context.code()
+    if code is None:
+        return default
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return next((c.name for c in grpc.StatusCode if c.value[0] == code), default)
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """stedq_requests_total{method, code}, stedq_request_duration_seconds{method} and the in-flight gauge."""
+
+    def __init__(self, metrics: Metrics, services: frozenset[str] = METERED_SERVICES):
+        self.metrics = metrics
+        self.services = services
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        service, method = _split(handler_call_details.method)
+        if handler is None or service not in self.services:
+            return handler
+        kind = _kind(handler)
+        behavior = getattr(handler, kind)
+        metrics = self.metrics
+
+        def finish(started: float, context, error: BaseException | None) -> None:
+            if error is None:
+                code = _code_name(context, "OK")
+            elif isinstance(error, grpc.aio.AbortError):
+                code = _code_name(context, "UNKNOWN")
+            elif isinstance(error, BaseException) and type(error).__name__ == "CancelledError":
+                code = "CANCELLED"
+            else:
+                code = "UNKNOWN"
+            metrics.in_flight.dec()
+            metrics.observe_request(method, code, time.perf_counter() - started)
+
+        if handler.response_streaming:
+            async def metered(request, context):
+                started, error = time.perf_counter(), None
+                metrics.in_flight.inc()
+                try:
+                    result = behavior(request, context)
+                    if inspect.isasyncgen(result):
+                        async for response in result:
+                            yield response
+                    else:
+                        await result
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    finish(started, context, error)
+        else:
+            async def metered(request, context):
+                started, error = time.perf_counter(), None
+                metrics.in_flight.inc()
+                try:
+                    result = behavior(request, context)
+                    return await result if inspect.isawaitable(result) else result
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    finish(started, context, error)
+
+        return handler._replace(**{kind: metered})
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuse RPCs without `authorization: Bearer <token>` (UNAUTHENTICATED); health is exempt."""
+
+    def __init__(self, token: str, exempt: frozenset[str] = UNAUTHENTICATED_SERVICES):
+        if not token:
+            raise ValueError("the token must not be empty")
+        self._expected = f"Bearer {token}".encode()
+        self.exempt = exempt
+
+    async def intercept_service(self, continuation, handler_call_details):
+        service, _ = _split(handler_call_details.method)
+        if service in self.exempt:
+            return await continuation(handler_call_details)
+        sent = ""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                sent = value if isinstance(value, str) else value.decode(errors="replace")
+        if hmac.compare_digest(sent.encode(), self._expected):
+            return await continuation(handler_call_details)
+        message = ("missing 'authorization' metadata: send 'authorization: Bearer <token>'" if not sent
+                   else "invalid bearer token")
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+
+        if handler.response_streaming:
+            async def deny(request, context):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+                yield  # pragma: no cover  (makes this an async generator like the handler it replaces)
+        else:
+            async def deny(request, context):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+        return handler._replace(**{_kind(handler): deny})

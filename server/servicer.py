@@ -1,0 +1,98 @@
+"""stedq.v1.QualityService: a thin adapter between protobuf messages and the Scorer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import grpc
+import numpy as np
+
+from stedq.server.images import InvalidInput, decode_image
+from stedq.server.scoring import ImageScore, Scorer
+from stedq.server.status import SCORING_ERRORS, deadline_of, score_or_abort, status_for
+from stedq.v1 import quality_pb2 as pb
+from stedq.v1 import quality_pb2_grpc as pb_grpc
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["QualityService"].full_name
+
+
+def decode_images(images, field: str = "images") -> list[np.ndarray]:
+    """stedq.v1.Image messages -> float32 (H, W) arrays in [0, 1]; InvalidInput names the image."""
+    if not images:
+        raise InvalidInput(f"{field}: empty batch; send at least one image")
+    return [decode_image(image.data, int(image.dtype), image.height, image.width, field=f"{field}[{index}]")
+            for index, image in enumerate(images)]
+
+
+def to_proto(result: ImageScore) -> pb.ImageScore:
+    if result.map is None:
+        return pb.ImageScore(score=result.score)
+    tiles = result.map
+    return pb.ImageScore(score=result.score, map=pb.QualityMap(
+        rows=tiles.rows, cols=tiles.cols, tile_size=tiles.tile_size, stride=tiles.stride, scores=tiles.scores))
+
+
+class QualityServicer(pb_grpc.QualityServiceServicer):
+    def __init__(self, scorer: Scorer):
+        self.scorer = scorer
+
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        try:
+            images = decode_images(request.images)
+        except InvalidInput as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        version = self.scorer.model_info.version
+        results = await score_or_abort(self.scorer, images, context)
+        return pb.ScoreResponse(results=[to_proto(r) for r in results], client_id=request.client_id,
+                                model_version=version)
+
+    async def ScoreStream(self, request_iterator, context: grpc.aio.ServicerContext):
+        """Requests are scored concurrently (so they batch together) and each is answered as soon as it
+        is done, carrying its request_id; a failed request is answered with `error` and the stream goes on."""
+        answers: asyncio.Queue[pb.ScoreStreamResponse | None] = asyncio.Queue()
+        pending: set[asyncio.Task] = set()
+
+        async def answer(request: pb.ScoreStreamRequest) -> None:
+            answers.put_nowait(await self._answer(request, context))
+
+        async def read() -> None:
+            async for request in request_iterator:
+                task = asyncio.ensure_future(answer(request))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            if pending:
+                await asyncio.gather(*pending)
+            answers.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (response := await answers.get()) is not None:
+                yield response
+            await reader  # re-raises a failure of the request stream itself
+        finally:
+            for task in (reader, *pending):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    async def _answer(self, request: pb.ScoreStreamRequest, context) -> pb.ScoreStreamResponse:
+        version = self.scorer.model_info.version
+        try:
+            images = decode_images(request.images)
+            results = await self.scorer.score(images, deadline=deadline_of(context))
+        except (InvalidInput, *SCORING_ERRORS) as exc:
+            code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(exc, InvalidInput) else status_for(exc)
+            return pb.ScoreStreamResponse(request_id=request.request_id, model_version=version,
+                                          error=pb.Error(code=code.value[0], message=str(exc)))
+        return pb.ScoreStreamResponse(request_id=request.request_id, model_version=version,
+                                      results=[to_proto(r) for r in results])
+
+    async def GetModelInfo(self, request, context) -> pb.ModelInfo:
+        info = self.scorer.model_info
+        return pb.ModelInfo(
+            name=info.name, version=info.version, input_height=info.input_height,
+            input_width=info.input_width, normalization_mean=info.normalization_mean,
+            normalization_std=info.normalization_std, providers=info.providers,
+            max_batch_size=info.max_batch_size, tile_stride=info.tile_stride, variant=info.variant,
+            metadata=info.metadata, device=info.device)
