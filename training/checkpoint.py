@@ -1,0 +1,95 @@
+"""Training checkpoints: what `stedq train` writes and what evaluation and export read.
+
+A checkpoint is a `torch.save`d dict:
+    model          QualityNet state_dict
+    normalization  {"mean": float, "std": float} of the training split, images rescaled to [0, 1]
+    config         every training hyperparameter (TrainConfig as a dict)
+    data           {"path", "hash", "description", "n_train", "n_val", "n_test", "split": {...names}}
+    metrics        test metrics once evaluated ({} before)
+    epoch          the epoch these weights are from (1-based)
+    stedq_version
+  last.pt adds: optimizer, scheduler, rng, history, early_stopping (to resume).
+A run folder holds best.pt (best validation loss) and last.pt.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stedq.training.model import NormalizedQualityNet, QualityNet
+
+BEST = "best.pt"
+LAST = "last.pt"
+REQUIRED_KEYS = ("model", "normalization", "config", "data", "metrics", "epoch", "stedq_version")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+def resolve_checkpoint_path(path_or_run_dir: str | Path) -> Path:
+    path = Path(path_or_run_dir)
+    if path.is_dir():
+        candidate = path / BEST
+        if not candidate.exists():
+            raise CheckpointError(f"{path}: no {BEST} in this folder (is it a run folder of `stedq train`?)")
+        return candidate
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file or run folder")
+    return path
+
+
+def load_checkpoint(path_or_run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load best.pt of a run folder, or the given .pt file, and check that it is a stedq checkpoint."""
+    path = resolve_checkpoint_path(path_or_run_dir)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(checkpoint).__name__}")
+    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path}: not a stedq checkpoint, missing key(s): {', '.join(missing)}")
+    norm = checkpoint["normalization"]
+    if not (isinstance(norm, dict) and {"mean", "std"} <= set(norm) and float(norm["std"]) > 0):
+        raise CheckpointError(f"{path}: 'normalization' must be {{'mean': float, 'std': float > 0}}, got {norm!r}")
+    checkpoint["path"] = str(path)
+    return checkpoint
+
+
+def build_model(checkpoint: dict[str, Any]) -> QualityNet:
+    """QualityNet with the checkpoint's weights, in eval mode."""
+    model = QualityNet()
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        where = checkpoint.get("path", "checkpoint")
+        raise CheckpointError(f"{where}: weights do not fit QualityNet: {str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+
+def build_normalized_model(checkpoint: dict[str, Any]) -> NormalizedQualityNet:
+    """The network with normalization inside: takes images rescaled to [0, 1] (what export needs)."""
+    norm = checkpoint["normalization"]
+    return NormalizedQualityNet(build_model(checkpoint), float(norm["mean"]), float(norm["std"])).eval()
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
+    """Write atomically (temporary file, then rename) so an interrupt never leaves a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

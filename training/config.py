@@ -1,0 +1,34 @@
+"""Training hyperparameters (no torch here: the CLI builds its flags from this without importing torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    """Every hyperparameter; the defaults are the paper's. Each one is a `stedq train` flag."""
+
+    seed: int = 0                  # weights, epoch order, augmentation, dropout
+    split_seed: int = 0            # the train/val/test split (kept fixed across training seeds)
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    epochs: int = 200              # upper bound; early stopping usually ends training first
+    patience: int = 10             # epochs without a better validation loss before stopping
+    batch_size: int = 100
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    augment: bool = True           # each epoch adds one flipped/rotated copy of every training image
+    balanced: bool = False         # sample training images evenly over the target bins
+    device: str = "auto"           # auto | cpu | cuda
+    precision: str = "auto"        # auto (bf16 where native) | bf16 | fp32
+    channels_last: bool = True     # faster convolutions on CPU
+    threads: int = 0               # torch intra-op threads (0 = torch's default)
+    max_minutes: float = 0.0       # stop before starting an epoch that would end past this (0 = no limit)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
