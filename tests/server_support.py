@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
+import urllib.request
 from pathlib import Path
 
+import numpy as np
+
 import stedq
-from stedq.bundle import MANIFEST_NAME
+from stedq.bundle import MANIFEST_NAME, VARIANT_FILES, read_manifest, variant_path, write_manifest
 
 EXPORT_SCRIPT = """
 import sys, torch
@@ -53,3 +60,123 @@ def free_port() -> int:
 
 def read_version(bundle: Path) -> str:
     return json.loads((bundle / MANIFEST_NAME).read_text())["version"]
+
+
+# --- a model bundle for the tests: the shipped one when it exists, else one exported here (cached)
+_BUNDLE: dict[str, Path] = {}
+
+
+def model_bundle() -> Path:
+    """The bundled default model once the export engineer ships it; until then a bundle exported from
+    stedq.training.model with random weights (once per test session)."""
+    shipped = shipped_bundle()
+    if shipped is not None:
+        return shipped
+    if "exported" not in _BUNDLE:
+        _BUNDLE["exported"] = export_test_bundle(Path(tempfile.mkdtemp(prefix="stedq-test-bundle-")))
+    return _BUNDLE["exported"]
+
+
+def copy_bundle(source: Path, target: Path, *, version: str | None = None) -> Path:
+    """A copy of a bundle (its fp32 model and manifest), optionally with another version string."""
+    manifest = read_manifest(source)
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(variant_path(source, manifest, "fp32"), target / VARIANT_FILES["fp32"])
+    manifest.variants = {"fp32": VARIANT_FILES["fp32"]}
+    if version is not None:
+        manifest.version = version
+    write_manifest(target, manifest)
+    return target
+
+
+def reference_scores(bundle: Path, images: np.ndarray) -> np.ndarray:
+    """Scores of float32 (N, H, W) images from a plain onnxruntime session (no stedq code)."""
+    import onnxruntime as ort
+
+    manifest = read_manifest(bundle)
+    session = ort.InferenceSession(str(variant_path(bundle, manifest, "fp32")), providers=["CPUExecutionProvider"])
+    (scores,) = session.run(None, {session.get_inputs()[0].name: images[:, None].astype(np.float32)})
+    return scores.reshape(-1)
+
+
+def pb_image(pixels: np.ndarray):
+    """A stedq.v1.Image from a uint8 / uint16 / float32 (H, W) array."""
+    from stedq.v1 import quality_pb2 as pb
+
+    dtype = {np.dtype(np.uint8): pb.DTYPE_UINT8, np.dtype(np.uint16): pb.DTYPE_UINT16,
+             np.dtype(np.float32): pb.DTYPE_FLOAT32}[pixels.dtype]
+    return pb.Image(data=np.ascontiguousarray(pixels).astype(pixels.dtype.newbyteorder("<")).tobytes(),
+                    dtype=dtype, height=pixels.shape[0], width=pixels.shape[1])
+
+
+def random_images(n: int, seed: int = 0, size: tuple[int, int] = (224, 224)) -> np.ndarray:
+    """float32 (n, H, W) images in [0, 1] that differ in brightness, so their scores differ."""
+    rng = np.random.default_rng(seed)
+    scale = np.linspace(0.2, 1.0, n, dtype=np.float32)[:, None, None]
+    return (rng.random((n, *size), dtype=np.float32) * scale).astype(np.float32)
+
+
+def scrape(port: int) -> dict[str, list]:
+    """A real scrape of /metrics parsed by prometheus_client: {sample name: [(labels, value), ...]}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def sample_value(samples: dict[str, list], name: str, **labels: str) -> float:
+    return sum(value for got, value in samples.get(name, []) if all(got.get(k) == v for k, v in labels.items()))
+
+
+class ThreadedServer:
+    """A real StedqServer on 127.0.0.1 (random free ports), its event loop in a background thread."""
+
+    def __init__(self, settings, *, warm: bool = True):
+        from stedq.server.app import StedqServer
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="stedq-test-server", daemon=True)
+        self.thread.start()
+        self.server = self.call(self._make(StedqServer, settings))
+        self.call(self.server.open())
+        if warm:
+            self.call(self.server.warm_up())
+        self.address = f"127.0.0.1:{self.server.port}"
+
+    @staticmethod
+    async def _make(cls, settings):
+        return cls(settings)  # built inside the loop (asyncio primitives bind to it)
+
+    def call(self, coroutine, timeout: float = 120):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self, grace: float = 5.0) -> None:
+        async def stop():
+            await self.server.stop(grace)
+        try:
+            self.call(stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def server_settings(bundle: Path, **overrides):
+    """Small, fast server settings for tests: random ports, small batches, 1 inference thread."""
+    from stedq.settings import Settings
+
+    values = dict(model=bundle, host="127.0.0.1", port=0, metrics_port=0, max_batch_size=8,
+                  max_queue_delay_ms=5.0, max_queue_size=64, intra_op_threads=1, watch_model=False,
+                  grace_period_s=10.0)
+    values.update(overrides)
+    return Settings(**values)
