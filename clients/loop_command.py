@@ -1,0 +1,67 @@
+"""`stedq loop`: the acquisition control-loop example, wired to the server and the simulator."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from stedq.clients.client import QualityClient
+from stedq.clients.errors import QualityError
+from stedq.clients.loop import axes_from_ranges, format_step, run_loop, save_json, save_plot, simulated_fields
+from stedq.clients.optimizer import ThompsonOptimizer
+from stedq.settings import settings_from_args
+
+
+def run(args) -> int:
+    settings = settings_from_args(args)
+    if args.iterations < 1:
+        print("stedq loop: --iterations must be at least 1", file=sys.stderr)
+        return 2
+    from stedq.training.data.microscope import PARAMETER_RANGES
+
+    optimizer = ThompsonOptimizer(axes_from_ranges(PARAMETER_RANGES), max_bleaching=args.max_bleaching,
+                                  seed=args.seed)
+    client = None
+    if args.score_source == "server":
+        client = QualityClient.from_settings(settings)
+        try:
+            client.wait_ready(timeout=min(settings.timeout_s, 10.0))
+            info = client.model_info()
+        except QualityError as exc:
+            print(f"stedq loop: cannot use the stedq server at {settings.server}: {exc}. "
+                  "Start `stedq serve`, pass --server HOST:PORT, or try --score-source label.", file=sys.stderr)
+            return 3
+        print(f"scoring with {info.name} {info.version} ({info.variant}) at {settings.server}")
+
+        def score(image, info):
+            return float(client.score(image)[0])
+    else:
+        def score(image, info):
+            return info["label"]
+
+    best = [float("-inf")]
+
+    def progress(step):
+        if step.bleaching <= args.max_bleaching:
+            best[0] = max(best[0], step.score)
+        print(format_step(step, best[0]), flush=True)
+
+    try:
+        steps = run_loop(optimizer, simulated_fields(args.structure, args.seed), score, args.iterations,
+                         progress)
+    except QualityError as exc:
+        print(f"stedq loop: scoring failed: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        if client is not None:
+            client.close()
+    recommendation = optimizer.recommendation()
+    out = Path(args.out)
+    plot = save_plot(out / "loop.png", steps, args.max_bleaching,
+                     "server score" if args.score_source == "server" else "expert label")
+    data = save_json(out / "loop.json", steps, recommendation,
+                     {"structure": args.structure, "seed": args.seed, "max_bleaching": args.max_bleaching,
+                      "score_source": args.score_source, "server": settings.server})
+    print("recommended: " + ", ".join(f"{k} = {v:.3g}" for k, v in recommendation.items()))
+    print(f"wrote {plot} and {data}")
+    return 0

@@ -1,0 +1,81 @@
+"""What the clients return: plain numpy-backed dataclasses instead of protobuf messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stedq.clients.errors import QualityError
+from stedq.v1 import quality_pb2 as pb
+
+
+def tile_origins(length: int, tile: int, stride: int, count: int) -> list[int]:
+    """Where the server puts `count` tiles along an axis: every `stride` pixels, the last one flush with
+    the image's edge when the strides do not land on it (the server's tiling rule)."""
+    origins = list(range(0, max(length - tile, 0) + 1, stride))
+    if origins[-1] + tile < length:
+        origins.append(length - tile)
+    if len(origins) != count:  # a server with another rule: fall back to plain strides
+        origins = [i * stride for i in range(count)]
+    return origins
+
+
+@dataclass(frozen=True)
+class QualityMap:
+    """Per-tile scores of an image larger than the model input: `scores[r, c]` is the tile starting
+    `stride` pixels after the previous one along each axis; the last tile of a row or column is
+    placed flush with the image's edge."""
+
+    scores: np.ndarray        # (rows, cols) float32
+    tile_size: int
+    stride: int
+
+    @classmethod
+    def from_message(cls, message: pb.QualityMap) -> QualityMap:
+        scores = np.asarray(message.scores, dtype=np.float32).reshape(message.rows, message.cols)
+        return cls(scores=scores, tile_size=message.tile_size, stride=message.stride)
+
+    def tile_boxes(self, height: int, width: int) -> list[tuple[int, int, int, int, float]]:
+        """(top, left, bottom, right, score) of every tile of an image of this size."""
+        rows, cols = self.scores.shape
+        tops = tile_origins(height, self.tile_size, self.stride, rows)
+        lefts = tile_origins(width, self.tile_size, self.stride, cols)
+        return [(top, left, top + self.tile_size, left + self.tile_size, float(self.scores[r, c]))
+                for r, top in enumerate(tops) for c, left in enumerate(lefts)]
+
+    def per_pixel(self, height: int, width: int) -> np.ndarray:
+        """An (height, width) map: each pixel gets the mean score of the tiles covering it (NaN where
+        no tile does), for overlays."""
+        total = np.zeros((height, width), dtype=np.float64)
+        count = np.zeros((height, width), dtype=np.int32)
+        for top, left, bottom, right, score in self.tile_boxes(height, width):
+            total[top:bottom, left:right] += score
+            count[top:bottom, left:right] += 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    score: float
+    map: QualityMap | None = None   # only for images larger than the model input
+
+    @classmethod
+    def from_message(cls, message: pb.ImageScore) -> ImageResult:
+        quality_map = QualityMap.from_message(message.map) if message.HasField("map") else None
+        return cls(score=float(message.score), map=quality_map)
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """The answer to one request of a stream; `error` is set (and `results` empty) when it failed."""
+
+    request_id: str
+    results: list[ImageResult] = field(default_factory=list)
+    error: QualityError | None = None
+    model_version: str = ""
+
+    @property
+    def scores(self) -> np.ndarray:
+        return np.array([r.score for r in self.results], dtype=np.float32)

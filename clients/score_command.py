@@ -1,0 +1,182 @@
+"""`stedq score PATH...`: score image files against a running server; table, CSV, JSON, map overlays.
+
+Exit status: 0 all scored; 1 some inputs could not be read or were rejected (the others are scored and
+reported); 3 the server could not be reached or refused the client (nothing more can be scored).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+
+from stedq.clients.client import QualityClient
+from stedq.clients.errors import QualityError
+from stedq.clients.files import Frame, ReadError, expand_paths, read_frames
+from stedq.settings import settings_from_args
+
+EXIT_INPUT_ERRORS = 1
+EXIT_SERVER = 3
+# Codes meaning "this server will answer nothing", as opposed to "this image was rejected".
+FATAL_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+               grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
+               grpc.StatusCode.UNIMPLEMENTED)
+COLUMNS = ["file", "frame", "height", "width", "score", "tiles", "map_png", "error"]
+
+
+@dataclass
+class Row:
+    file: str
+    frame: str = ""
+    height: int | None = None
+    width: int | None = None
+    score: float | None = None
+    tiles: str = ""
+    map_png: str = ""
+    error: str = ""
+
+
+def server_hint(error: QualityError, target: str) -> str:
+    if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return (f"cannot reach the stedq server at {target} ({error.code.name}: {error.details}). "
+                "Is `stedq serve` running there? Choose another with --server HOST:PORT or STEDQ_SERVER.")
+    if error.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return f"the server at {target} refused the client ({error}); check --token / STEDQ_TOKEN"
+    return f"the server at {target} failed: {error}"
+
+
+def map_filename(frame: Frame) -> str:
+    stem = Path(frame.path).name
+    label = re.sub(r"[^A-Za-z0-9=]+", "_", frame.frame).strip("_")
+    return f"{stem}{'_' + label if label else ''}.map.png"
+
+
+def score_frames(client: QualityClient, frames: list[Frame], batch_size: int, map_dir: Path | None,
+                 rows: list[Row]) -> None:
+    """Score one file's frames in batches; a batch the server rejects is retried image by image so that
+    the error lands on the image that caused it. Fatal server errors propagate."""
+    for start in range(0, len(frames), batch_size):
+        batch = frames[start:start + batch_size]
+        try:
+            results = client.score_images([f.image for f in batch])
+        except QualityError as exc:
+            if exc.code in FATAL_CODES or len(batch) == 1:
+                if exc.code in FATAL_CODES:
+                    raise
+                rows.append(_row(batch[0], error=f"{exc.code.name}: {exc.details}"))
+                continue
+            for frame in batch:
+                score_frames(client, [frame], 1, map_dir, rows)
+            continue
+        for frame, result in zip(batch, results, strict=True):
+            row = _row(frame, score=result.score)
+            if result.map is not None:
+                row.tiles = "{}x{}".format(*result.map.scores.shape)
+                if map_dir is not None:
+                    from stedq.clients.overlay import save_overlay
+
+                    png = save_overlay(map_dir / map_filename(frame), frame.image, result.map,
+                                       f"{frame.name}: mean score {result.score:.3f}")
+                    row.map_png = str(png)
+            rows.append(row)
+
+
+def _row(frame: Frame, **fields) -> Row:
+    return Row(file=frame.path, frame=frame.frame, height=frame.image.shape[0], width=frame.image.shape[1],
+               **fields)
+
+
+def print_table(rows: list[Row], out) -> None:
+    headers = ["file", "frame", "size", "score", "tiles"]
+    table = [[r.file, r.frame, f"{r.height}x{r.width}" if r.height else "",
+              f"{r.score:.4f}" if r.score is not None else "error", r.tiles] for r in rows]
+    widths = [max(len(h), *(len(line[i]) for line in table)) if table else len(h) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(), file=out)
+    for line in table:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip(), file=out)
+
+
+def write_csv(path: str, rows: list[Row]) -> None:
+    handle = sys.stdout if path == "-" else open(path, "w", newline="")
+    try:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in asdict(row).items()})
+    finally:
+        if handle is not sys.stdout:
+            handle.close()
+
+
+def write_json(path: str, rows: list[Row], target: str, model: dict) -> None:
+    text = json.dumps({"server": target, "model": model, "results": [asdict(r) for r in rows]}, indent=2)
+    if path == "-":
+        print(text)
+    else:
+        Path(path).write_text(text + "\n")
+
+
+def run(args) -> int:
+    settings = settings_from_args(args)
+    files, read_errors = expand_paths(args.paths)
+    rows = [Row(file=e.path, error=e.problem) for e in read_errors]
+    map_dir = Path(args.map) if args.map else None
+    client = QualityClient.from_settings(settings, retries=args.retries)
+    try:
+        try:
+            info = client.model_info()
+        except QualityError as exc:
+            for row in rows:
+                print(f"stedq score: {row.file}: {row.error}", file=sys.stderr)
+            print(f"stedq score: {server_hint(exc, settings.server)}", file=sys.stderr)
+            return EXIT_SERVER
+        min_height, min_width = info.input_height or 1, info.input_width or 1
+        from tqdm import tqdm
+
+        for path in tqdm(files, desc="scoring", unit="file", disable=None, file=sys.stderr):
+            try:
+                frames = read_frames(path)
+            except ReadError as exc:
+                rows.append(Row(file=exc.path, error=exc.problem))
+                continue
+            usable = []
+            for frame in frames:
+                height, width = frame.image.shape
+                if height < min_height or width < min_width:
+                    rows.append(_row(frame, error=f"image is {height}x{width}; the model needs at least "
+                                                  f"{min_height}x{min_width}"))
+                else:
+                    usable.append(frame)
+            try:
+                score_frames(client, usable, args.batch_size, map_dir, rows)
+            except QualityError as exc:
+                print(f"stedq score: {server_hint(exc, settings.server)}", file=sys.stderr)
+                _report(rows, args, settings.server, info)
+                return EXIT_SERVER
+    finally:
+        client.close()
+    return _report(rows, args, settings.server, info)
+
+
+def _report(rows: list[Row], args, target: str, info) -> int:
+    """Table/CSV/JSON of everything scored so far; problems on stderr; the exit status."""
+    model = {"name": info.name, "version": info.version, "variant": info.variant}
+    if args.csv:
+        write_csv(args.csv, rows)
+    if args.json:
+        write_json(args.json, rows, target, model)
+    if "-" not in (args.csv, args.json):
+        print_table([r for r in rows if not r.error], sys.stdout)
+    failed = [r for r in rows if r.error]
+    for row in failed:
+        name = f"{row.file}[{row.frame}]" if row.frame else row.file
+        print(f"stedq score: {name}: {row.error}", file=sys.stderr)
+    if failed:
+        print(f"stedq score: {len(failed)} of {len(rows)} inputs could not be scored", file=sys.stderr)
+        return EXIT_INPUT_ERRORS
+    return 0
