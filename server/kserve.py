@@ -1,0 +1,97 @@
+"""KServe v2 gRPC inference protocol (`inference.GRPCInferenceService`) beside stedq.v1.
+
+Existing v2 clients (tritonclient.grpc, KServe/MLServer tooling) work against stedq unchanged. This
+is a thin adapter: tensors are decoded by `kserve_tensors` (which uses the server's image decoding)
+and every image is scored by the shared `Scorer`, so v2 requests are batched together with v1
+requests and metered the same way.
+
+Served model: `settings.model_name` (default "quality"), input "image" FP32 [-1, 1, 224, 224] in
+[0, 1] (UINT16 and UINT8 are accepted too and rescaled by their range, as in stedq.v1), output
+"score" FP32 [-1, 1].
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from stedq import __version__
+from stedq.kserve import grpc_service_pb2 as pb
+from stedq.kserve import grpc_service_pb2_grpc as pb_grpc
+from stedq.server.images import InvalidInput
+from stedq.server.kserve_tensors import INPUT_NAME, OUTPUT_NAME, decode_request, encode_response
+from stedq.server.scoring import Scorer
+from stedq.server.status import score_or_abort
+from stedq.settings import Settings
+
+SERVER_NAME = "stedq"
+PLATFORM = "onnxruntime_onnx"
+# No optional v2 extensions (model repository, shared memory, statistics, ...) are served.
+EXTENSIONS: list[str] = []
+
+
+class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, scorer: Scorer, settings: Settings):
+        self._scorer = scorer
+        self._model_name = settings.model_name
+
+    # --- which model a request names
+    def _version(self) -> str:
+        return str(self._scorer.model_info.version)
+
+    def _serves(self, name: str, version: str) -> bool:
+        return name == self._model_name and version in ("", self._version())
+
+    async def _require_model(self, name: str, version: str, context: grpc.aio.ServicerContext) -> None:
+        if name != self._model_name:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"model_name: unknown model '{name}' (this server serves '{self._model_name}')")
+        if version not in ("", self._version()):
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"model_version: model '{name}' has no version '{version}' "
+                                f"(serving version '{self._version()}'; leave it empty for the current one)")
+
+    # --- health
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=bool(self._scorer.ready))
+
+    async def ModelReady(self, request, context):
+        # As Triton does: an unknown model or version is "not ready", not an error.
+        return pb.ModelReadyResponse(ready=bool(self._scorer.ready) and self._serves(request.name, request.version))
+
+    # --- metadata
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request, context):
+        await self._require_model(request.name, request.version, context)
+        height, width = self._input_size()
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=self._model_name, versions=[self._version()], platform=PLATFORM,
+            inputs=[tensor(name=INPUT_NAME, datatype="FP32", shape=[-1, 1, height, width])],
+            outputs=[tensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, 1])])
+
+    # --- inference
+    async def ModelInfer(self, request, context):
+        await self._require_model(request.model_name, request.model_version, context)
+        height, width = self._input_size()
+        try:
+            decoded = decode_request(request, height=height, width=width)
+        except InvalidInput as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        version = self._version()  # read before scoring, as stedq.v1 does (a reload may swap the model)
+        results = await score_or_abort(self._scorer, decoded.images, context)
+        return encode_response(request, decoded, [r.score for r in results], model_name=self._model_name,
+                               model_version=version)
+
+    def _input_size(self) -> tuple[int, int]:
+        info = self._scorer.model_info
+        return int(info.input_height), int(info.input_width)
+
+
+def add_kserve_servicer(server: grpc.aio.Server, scorer: Scorer, settings: Settings) -> None:
+    """Register `inference.GRPCInferenceService` on `server`, scoring through `scorer`."""
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(scorer, settings), server)

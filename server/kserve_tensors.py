@@ -1,0 +1,141 @@
+"""KServe v2 tensors <-> images and scores, for `stedq.server.kserve` (no gRPC here).
+
+A v2 client describes its input as a tensor: a datatype, a shape and the values, either typed
+(`contents.fp32_contents` / `contents.uint_contents`) or as little-endian bytes in the request's
+`raw_input_contents` (what tritonclient sends). Each 224x224 image of that tensor goes through the
+server's own pixel checks and rescaling (`stedq.server.images.to_unit_range`), so the v2 path and
+stedq.v1 accept and reject exactly the same pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from stedq.kserve import grpc_service_pb2 as pb
+from stedq.server.images import InvalidInput, to_unit_range
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "score"
+
+# v2 datatype -> (our dtype name, little-endian numpy dtype, typed `contents` field that carries it)
+DATATYPES = {
+    "FP32": ("float32", np.dtype("<f4"), "fp32_contents"),
+    "UINT16": ("uint16", np.dtype("<u2"), "uint_contents"),
+    "UINT8": ("uint8", np.dtype("u1"), "uint_contents"),
+}
+CONTENT_FIELDS = ("bool_contents", "int_contents", "int64_contents", "uint_contents", "uint64_contents",
+                  "fp32_contents", "fp64_contents", "bytes_contents")
+
+
+@dataclass
+class DecodedRequest:
+    images: list[np.ndarray]   # float32 (H, W) in [0, 1], one per image of the input tensor
+    raw: bool                  # the input came as raw_input_contents: answer with raw_output_contents
+    outputs: list[str]         # outputs to return, in order
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _image_count(tensor: pb.ModelInferRequest.InferInputTensor, height: int, width: int) -> int:
+    """Number of images in a [N, 1, H, W] or [N, H, W] tensor of the model's image size."""
+    shape = list(tensor.shape)
+    where = f"input '{tensor.name}'"
+    expected = f"[N, 1, {height}, {width}] or [N, {height}, {width}]"
+    if len(shape) == 4 and shape[1] == 1:
+        n, h, w = shape[0], shape[2], shape[3]
+    elif len(shape) == 3:
+        n, h, w = shape
+    else:
+        raise InvalidInput(f"{where}: shape {_shape_text(shape)} is not {expected}")
+    if n == 0:
+        raise InvalidInput(f"{where}: empty batch (shape {_shape_text(shape)} has N = 0 images)")
+    if n < 0 or (h, w) != (height, width):
+        raise InvalidInput(
+            f"{where}: shape {_shape_text(shape)} is not {expected}; images must be {height}x{width} "
+            f"here (stedq.v1.QualityService/Score scores larger images as quality maps)")
+    return n
+
+
+def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor, count: int) -> np.ndarray:
+    """The flat values of a tensor given in `contents` (range checks come with the image decoding)."""
+    _, np_dtype, field = DATATYPES[tensor.datatype]
+    where = f"input '{tensor.name}'"
+    for other in CONTENT_FIELDS:
+        if other != field and len(getattr(tensor.contents, other)):
+            raise InvalidInput(f"{where}: datatype {tensor.datatype} takes its values in contents.{field}, "
+                               f"not contents.{other}")
+    values = getattr(tensor.contents, field)
+    if len(values) != count:
+        raise InvalidInput(f"{where}: contents.{field} has {len(values)} values, expected {count} for "
+                           f"shape {_shape_text(tensor.shape)}")
+    # uint_contents are 32-bit: keep them wide so that out-of-range values are reported, not wrapped
+    return np.array(values, dtype=np.float32 if np_dtype.kind == "f" else np.uint32)
+
+
+def _raw_values(tensor: pb.ModelInferRequest.InferInputTensor, data: bytes, count: int) -> np.ndarray:
+    _, np_dtype, _ = DATATYPES[tensor.datatype]
+    expected = count * np_dtype.itemsize
+    if len(data) != expected:
+        raise InvalidInput(
+            f"input '{tensor.name}': raw_input_contents[0] has {len(data)} bytes, expected {expected} "
+            f"({tensor.datatype} x shape {_shape_text(tensor.shape)})")
+    return np.frombuffer(data, dtype=np_dtype)
+
+
+def _requested_outputs(request: pb.ModelInferRequest) -> list[str]:
+    names = [output.name for output in request.outputs] or [OUTPUT_NAME]
+    for name in names:
+        if name != OUTPUT_NAME:
+            raise InvalidInput(f"outputs: unknown output '{name}' (the model has one output: '{OUTPUT_NAME}')")
+    return list(dict.fromkeys(names))
+
+
+def decode_request(request: pb.ModelInferRequest, *, height: int, width: int) -> DecodedRequest:
+    """Images of a ModelInferRequest, or InvalidInput naming the input and what is wrong with it."""
+    if len(request.inputs) != 1:
+        got = ", ".join(f"'{t.name}'" for t in request.inputs) or "none"
+        raise InvalidInput(f"inputs: the model takes exactly one input '{INPUT_NAME}' (got {got})")
+    tensor = request.inputs[0]
+    if tensor.name != INPUT_NAME:
+        raise InvalidInput(f"inputs: unknown input '{tensor.name}' (the model's input is '{INPUT_NAME}')")
+    if tensor.datatype not in DATATYPES:
+        raise InvalidInput(f"input '{tensor.name}': datatype '{tensor.datatype}' is not supported "
+                           f"(use {', '.join(DATATYPES)})")
+    outputs = _requested_outputs(request)
+    n = _image_count(tensor, height, width)
+    count = n * height * width
+    raw = len(request.raw_input_contents) > 0
+    if raw:
+        if len(request.raw_input_contents) != 1:
+            raise InvalidInput(f"raw_input_contents has {len(request.raw_input_contents)} entries for 1 input")
+        if any(len(getattr(tensor.contents, field)) for field in CONTENT_FIELDS):
+            raise InvalidInput(f"input '{tensor.name}': values given both in contents and raw_input_contents")
+        values = _raw_values(tensor, request.raw_input_contents[0], count)
+    else:
+        values = _typed_values(tensor, count)
+    dtype_name = DATATYPES[tensor.datatype][0]
+    pixels = height * width
+    images = [to_unit_range(values[i * pixels:(i + 1) * pixels].reshape(height, width), dtype_name,
+                            field=f"input '{tensor.name}', image {i}")
+              for i in range(n)]
+    return DecodedRequest(images=images, raw=raw, outputs=outputs)
+
+
+def encode_response(request: pb.ModelInferRequest, decoded: DecodedRequest, scores: Sequence[float], *,
+                    model_name: str, model_version: str) -> pb.ModelInferResponse:
+    """Scores as output 'score', FP32 [N, 1]: raw bytes if the request sent raw bytes (tritonclient
+    reads outputs only from raw_output_contents), else typed fp32_contents."""
+    response = pb.ModelInferResponse(model_name=model_name, model_version=model_version, id=request.id)
+    values = np.asarray(scores, dtype="<f4").reshape(-1, 1)
+    for name in decoded.outputs:  # only 'score' exists; the loop keeps the outputs filter explicit
+        output = response.outputs.add(name=name, datatype="FP32", shape=list(values.shape))
+        if decoded.raw:
+            response.raw_output_contents.append(values.tobytes())
+        else:
+            output.contents.fp32_contents.extend(values.ravel().tolist())
+    return response

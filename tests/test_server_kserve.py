@@ -1,0 +1,363 @@
+"""KServe v2 gRPC protocol of the server: tritonclient interop, typed and raw tensors, errors, metrics.
+
+A real stedq server (StedqServer: interceptors, batcher, onnxruntime) runs in a background thread on
+127.0.0.1 with a real model exported from stedq.training.model. Scores are compared with in-process
+onnxruntime on the same ONNX file.
+
+tritonclient.grpc and stedq.kserve both register the protobuf package `inference`; one process cannot
+import both. The tritonclient side therefore runs in a subprocess (tests/kserve_triton_probe.py),
+while the server and the tests that use our own generated stubs stay in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import subprocess
+import sys
+import threading
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stedq.kserve import grpc_service_pb2 as pb
+from stedq.kserve import grpc_service_pb2_grpc as pb_grpc
+from stedq.server.app import StedqServer
+from stedq.server.images import demo_image
+from stedq.settings import Settings
+from tests.conftest import IN_CI, REPO_ROOT
+from tests.server_support import export_test_bundle
+
+MODEL = "quality"
+VERSION = "kserve-test-1"
+MAX_QUEUE = 64
+SIZE = 224
+
+
+class ServerThread:
+    """A StedqServer on its own event loop in a daemon thread (the tests call it with blocking stubs)."""
+
+    def __init__(self, settings: Settings):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server: StedqServer = self.call(self._make(settings))
+
+    @staticmethod
+    async def _make(settings: Settings) -> StedqServer:
+        return StedqServer(settings)
+
+    def call(self, coroutine, timeout: float = 120):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def close(self) -> None:
+        async def stop():
+            await self.server.stop(0)
+        self.call(stop(), timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+def settings_for(bundle: Path, **overrides) -> Settings:
+    values = dict(model=bundle, host="127.0.0.1", port=0, metrics_port=0, intra_op_threads=1,
+                  watch_model=False, max_queue_size=MAX_QUEUE, max_queue_delay_ms=5.0)
+    return Settings(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return export_test_bundle(tmp_path_factory.mktemp("bundle"), version=VERSION, seed=3)
+
+
+@pytest.fixture(scope="module")
+def server(bundle):
+    running = ServerThread(settings_for(bundle))
+    running.call(running.server.start())
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    with grpc.insecure_channel(server.target) as channel:
+        yield pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def reference(bundle):
+    """In-process onnxruntime on the same file: float32 (N, 1, 224, 224) in [0, 1] -> (N,) scores."""
+    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    return lambda batch: session.run(None, {"image": np.asarray(batch, np.float32)})[0].reshape(-1)
+
+
+def sted_images(n: int, seed: int = 0) -> np.ndarray:
+    """float32 (n, 1, 224, 224) in [0, 1]: synthetic fibre images of varying brightness."""
+    rng = np.random.default_rng(seed)
+    return np.stack([demo_image(SIZE, seed=seed + i) * np.float32(rng.uniform(0.3, 1.0))
+                     for i in range(n)])[:, None].astype(np.float32)
+
+
+def u16_images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 65536, size=(n, SIZE, SIZE), dtype=np.uint16)
+
+
+def raw_request(images: np.ndarray, datatype: str = "FP32", **fields) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(**{"model_name": MODEL, **fields})
+    request.inputs.add(name="image", datatype=datatype, shape=list(images.shape))
+    request.raw_input_contents.append(np.ascontiguousarray(images).tobytes())
+    return request
+
+
+def typed_request(images: np.ndarray, datatype: str = "FP32", **fields) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(**{"model_name": MODEL, **fields})
+    tensor = request.inputs.add(name="image", datatype=datatype, shape=list(images.shape))
+    if datatype == "FP32":
+        tensor.contents.fp32_contents.extend(images.ravel().tolist())
+    else:
+        tensor.contents.uint_contents.extend(images.ravel().astype(np.uint32).tolist())
+    return request
+
+
+def raw_scores(response: pb.ModelInferResponse) -> np.ndarray:
+    (output,) = response.outputs
+    assert (output.name, output.datatype) == ("score", "FP32")
+    return np.frombuffer(response.raw_output_contents[0], "<f4").reshape(list(output.shape))
+
+
+def metrics_of(server: ServerThread) -> dict[tuple[str, tuple], float]:
+    """A real scrape of the /metrics endpoint, parsed with prometheus_client's parser."""
+    url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def requests_total(server: ServerThread, code: str) -> float:
+    key = ("stedq_requests_total", (("code", code), ("method", "ModelInfer")))
+    return metrics_of(server).get(key, 0.0)
+
+
+# --- tritonclient.grpc from PyPI, in its own process
+
+def test_tritonclient_interop(server, reference, tmp_path):
+    if importlib.util.find_spec("tritonclient") is None:  # find_spec of the top package imports nothing
+        if IN_CI:
+            pytest.fail("tritonclient is not installed; the dev extra should have installed it")
+        pytest.skip("tritonclient is not installed (pip install 'stedq[bench]')")
+    fp32, u16 = sted_images(3, seed=10), u16_images(2, seed=11)
+    np.savez(tmp_path / "images.npz", fp32=fp32, u16=u16)
+    probe = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tests" / "kserve_triton_probe.py"), server.target, MODEL,
+         str(tmp_path / "images.npz")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert probe.returncode == 0, probe.stderr
+    seen = json.loads(probe.stdout)
+
+    assert seen["server_live"] and seen["server_ready"] and seen["model_ready"]
+    assert seen["unknown_model_ready"] is False
+    assert seen["server_metadata"]["name"] == "stedq"
+    metadata = seen["model_metadata"]
+    assert metadata["name"] == MODEL and metadata["versions"] == [VERSION]
+    assert metadata["platform"] == "onnxruntime_onnx"
+    assert metadata["inputs"] == [{"name": "image", "datatype": "FP32", "shape": ["-1", "1", "224", "224"]}]
+    assert metadata["outputs"] == [{"name": "score", "datatype": "FP32", "shape": ["-1", "1"]}]
+
+    expected = {
+        "fp32": reference(fp32),
+        "u16": reference(u16[:, None].astype(np.float32) / np.float32(65535)),
+        "u8": reference((u16 >> 8)[:, None].astype(np.float32) / np.float32(255)),
+    }
+    assert len(set(np.round(expected["fp32"], 6))) == 3, "test images must get distinct scores"
+    for key, want in expected.items():
+        got = seen[f"raw_{key}"]
+        assert got["id"] == f"raw-{key}" and got["raw_outputs"] == 1
+        assert (got["model_name"], got["model_version"]) == (MODEL, VERSION)
+        np.testing.assert_allclose(np.array(got["scores"]).reshape(-1), want, rtol=0, atol=1e-6)
+        assert np.array(got["scores"]).shape == (len(want), 1)
+    for key in ("fp32", "u16"):
+        got = seen[f"typed_{key}"]
+        assert got["id"] == f"typed-{key}" and got["raw_outputs"] == 0
+        assert got["output"] == ["score", "FP32", [len(expected[key]), 1]]
+        np.testing.assert_allclose(np.array(got["scores"]).reshape(-1), expected[key], rtol=0, atol=1e-6)
+
+    errors = seen["errors"]
+    for case in ("unknown_model", "wrong_version", "unknown_model_metadata"):
+        assert errors[case]["status"] == "StatusCode.NOT_FOUND", (case, errors[case])
+    assert "no-such-model" in errors["unknown_model"]["message"]
+    assert "999" in errors["wrong_version"]["message"]
+    for case, fragment in [("wrong_byte_length", "raw_input_contents"), ("wrong_shape", "224x224"),
+                           ("out_of_range", "[0, 1]"), ("bad_datatype", "FP64"), ("unknown_output", "'nope'")]:
+        assert errors[case]["status"] == "StatusCode.INVALID_ARGUMENT", (case, errors[case])
+        assert fragment in errors[case]["message"], (case, errors[case]["message"])
+
+
+# --- our own generated stubs, in this process
+
+def test_health_and_metadata(stub):
+    assert stub.ServerLive(pb.ServerLiveRequest()).live
+    assert stub.ServerReady(pb.ServerReadyRequest()).ready
+    assert stub.ModelReady(pb.ModelReadyRequest(name=MODEL)).ready
+    assert stub.ModelReady(pb.ModelReadyRequest(name=MODEL, version=VERSION)).ready
+    assert not stub.ModelReady(pb.ModelReadyRequest(name=MODEL, version="other")).ready
+    meta = stub.ServerMetadata(pb.ServerMetadataRequest())
+    assert meta.name == "stedq" and meta.version
+    model = stub.ModelMetadata(pb.ModelMetadataRequest(name=MODEL, version=VERSION))
+    assert list(model.inputs[0].shape) == [-1, 1, 224, 224] and model.outputs[0].name == "score"
+
+
+def test_raw_and_typed_agree_with_onnxruntime(stub, reference):
+    images = sted_images(4, seed=20)
+    want = reference(images)
+    raw = stub.ModelInfer(raw_request(images, id="r1"), timeout=30)
+    assert raw.id == "r1" and raw.model_version == VERSION
+    np.testing.assert_allclose(raw_scores(raw).reshape(-1), want, rtol=0, atol=1e-6)
+    typed = stub.ModelInfer(typed_request(images[:, 0], id="t1"), timeout=30)  # [N, 224, 224] works too
+    assert typed.id == "t1" and not typed.raw_output_contents
+    assert list(typed.outputs[0].shape) == [4, 1]
+    np.testing.assert_allclose(typed.outputs[0].contents.fp32_contents, want, rtol=0, atol=1e-6)
+    u8 = (images * 255).round().astype(np.uint8)
+    typed_u8 = stub.ModelInfer(typed_request(u8, "UINT8"), timeout=30)
+    np.testing.assert_allclose(typed_u8.outputs[0].contents.fp32_contents,
+                               reference(u8.astype(np.float32) / np.float32(255)), rtol=0, atol=1e-6)
+
+
+def test_outputs_filter(stub):
+    images = sted_images(1)
+    request = raw_request(images)
+    request.outputs.add(name="score")
+    response = stub.ModelInfer(request, timeout=30)
+    assert [o.name for o in response.outputs] == ["score"] and len(response.raw_output_contents) == 1
+
+
+def _bad_requests() -> dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, str]]:
+    one = sted_images(1)
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    cases: dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, str]] = {}
+
+    def case(name, request, fragment, code=invalid):
+        cases[name] = (request, code, fragment)
+
+    case("unknown model", raw_request(one, model_name="nope"), "unknown model 'nope'", grpc.StatusCode.NOT_FOUND)
+    case("wrong version", raw_request(one, model_version="7"), "no version '7'", grpc.StatusCode.NOT_FOUND)
+    case("no inputs", pb.ModelInferRequest(model_name=MODEL), "exactly one input 'image'")
+    two = raw_request(one)
+    two.inputs.add(name="mask", datatype="FP32", shape=[1, 1, 224, 224])
+    case("two inputs", two, "got 'image', 'mask'")
+    renamed = raw_request(one)
+    renamed.inputs[0].name = "input_1"
+    case("input name", renamed, "unknown input 'input_1'")
+    case("datatype", raw_request(one.astype(np.int32), "INT32"), "datatype 'INT32' is not supported")
+    case("empty batch", raw_request(np.zeros((0, 1, 224, 224), np.float32)), "empty batch")
+    case("small image", raw_request(np.zeros((1, 1, 100, 100), np.float32)), "images must be 224x224")
+    case("two channels", raw_request(np.zeros((1, 2, 224, 224), np.float32)), "is not [N, 1, 224, 224]")
+    short = raw_request(one)
+    short.raw_input_contents[0] = short.raw_input_contents[0][:-4]
+    case("raw length", short, "has 200700 bytes, expected 200704")
+    extra = raw_request(one)
+    extra.raw_input_contents.append(b"\0")
+    case("raw count", extra, "raw_input_contents has 2 entries")
+    both = typed_request(one)
+    both.raw_input_contents.append(one.tobytes())
+    case("raw and typed", both, "both in contents and raw_input_contents")
+    few = typed_request(one)
+    del few.inputs[0].contents.fp32_contents[-1]
+    case("typed count", few, "contents.fp32_contents has 50175 values, expected 50176")
+    wrong_field = typed_request(one)
+    wrong_field.inputs[0].datatype = "UINT16"
+    case("typed field", wrong_field, "takes its values in contents.uint_contents, not contents.fp32_contents")
+    nan = one.copy()
+    nan[0, 0, 5, 5] = np.nan
+    case("NaN raw", raw_request(nan), "1 NaN/Inf pixel")
+    case("NaN typed", typed_request(nan), "image 0: float32 image has 1 NaN/Inf")
+    case("out of range", raw_request(one * 3), "must be in [0, 1]")
+    big = typed_request(np.zeros((1, 224, 224), np.uint16), "UINT16")
+    big.inputs[0].contents.uint_contents[7] = 70000
+    case("uint16 range", big, "outside the uint16 range")
+    case("over the limit", raw_request(np.zeros((MAX_QUEUE + 1, 224, 224), np.uint8), "UINT8"),
+         "per-request limit")
+    unknown_output = raw_request(one)
+    unknown_output.outputs.add(name="quality_map")
+    case("unknown output", unknown_output, "unknown output 'quality_map'")
+    return cases
+
+
+BAD_REQUESTS = _bad_requests()
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_bad_request(stub, name):
+    request, code, fragment = BAD_REQUESTS[name]
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ModelInfer(request, timeout=30)
+    assert error.value.code() == code, error.value.details()
+    assert fragment in error.value.details()
+
+
+def test_unknown_model_metadata_is_not_found(stub):
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ModelMetadata(pb.ModelMetadataRequest(name="nope"))
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_concurrent_good_and_bad_requests_batch_and_stay_correct(server, stub, reference):
+    """Requests from many clients are merged into batches; bad ones fail alone."""
+    images = sted_images(24, seed=40)
+    want = reference(images)
+    ok_before, bad_before = requests_total(server, "OK"), requests_total(server, "INVALID_ARGUMENT")
+    batches_before = metrics_of(server).get(("stedq_batch_size_count", ()), 0.0)
+    bad = raw_request(images[:1] * 2)
+
+    def one(index: int):
+        if index % 4 == 3:
+            try:
+                stub.ModelInfer(bad, timeout=30)
+            except grpc.RpcError as exc:
+                return exc.code()
+            return "unexpected success"
+        response = stub.ModelInfer(raw_request(images[index:index + 1], id=str(index)), timeout=30)
+        assert response.id == str(index)
+        return float(raw_scores(response)[0, 0])
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        results = list(pool.map(one, range(24)))
+    for index, result in enumerate(results):
+        if index % 4 == 3:
+            assert result == grpc.StatusCode.INVALID_ARGUMENT
+        else:
+            assert abs(result - want[index]) <= 1e-6, index
+    assert requests_total(server, "OK") - ok_before == 18
+    assert requests_total(server, "INVALID_ARGUMENT") - bad_before == 6
+    batches = metrics_of(server)[("stedq_batch_size_count", ())] - batches_before
+    assert batches < 18, f"18 concurrent single-image requests ran as {batches} inference calls"
+
+
+def test_readiness_follows_warm_up_and_model_name(bundle):
+    """Before warm-up the server is live but not ready; a configured model name is the one served."""
+    running = ServerThread(settings_for(bundle, model_name="sted-quality"))
+    try:
+        running.call(running.server.open())
+        with grpc.insecure_channel(running.target) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ServerLive(pb.ServerLiveRequest()).live
+            assert not stub.ServerReady(pb.ServerReadyRequest()).ready
+            assert not stub.ModelReady(pb.ModelReadyRequest(name="sted-quality")).ready
+            running.call(running.server.warm_up())
+            assert stub.ServerReady(pb.ServerReadyRequest()).ready
+            assert stub.ModelReady(pb.ModelReadyRequest(name="sted-quality")).ready
+            assert not stub.ModelReady(pb.ModelReadyRequest(name=MODEL)).ready
+            response = stub.ModelInfer(raw_request(sted_images(1), model_name="sted-quality"), timeout=30)
+            assert response.model_name == "sted-quality"
+    finally:
+        running.close()
