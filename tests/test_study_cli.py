@@ -1,0 +1,153 @@
+"""`stedq study ...` from the command line: the simulated end-to-end run and every input error."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from stedq.cli import main
+from stedq.study import store
+from tests.study_helpers import labelled_folder
+
+N_IMAGES = 5
+
+
+@pytest.fixture
+def data(tmp_path):
+    return labelled_folder(tmp_path, n=N_IMAGES, size=32)
+
+
+def run(capsys, *argv):
+    code = main(["study", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_simulated_testers_run_create_answer_export_report(tmp_path, data, capsys):
+    folder, predictions = data
+    study = tmp_path / "s"
+    code, out, _ = run(capsys, "create", study, "--images", folder, "--predictions", predictions,
+                       "--testers", "alice,bob", "--simulated-testers", 3, "--seed", 4)
+    assert code == 0
+    assert out.count("/t/") == 2                                 # links of the two people, not of the simulated
+    with (study / "records.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 * 2 * N_IMAGES                         # 3 testers x 2 systems x 5 images
+    assert {r["tester"] for r in rows} == {"sim1", "sim2", "sim3"}
+    assert {r["system"] for r in rows} == {"network", "random"}
+    labels = {f"img{i:02d}": (i + 0.5) / N_IMAGES for i in range(N_IMAGES)}
+    assert all(abs(float(r["target"]) - labels[r["image_id"]]) < 1e-3 for r in rows)
+    report = (study / "report" / "report.md").read_text()
+    assert "| network | 0.0–0.2 |" in report and "| random | 0.0–0.2 |" in report and "confusion C" in report
+    assert (study / "report" / "tpe.png").read_bytes()[:4] == b"\x89PNG"
+    tables = json.loads((study / "report" / "tables.json").read_text())
+    assert sum(row["n"] + row["discarded"] for row in tables["network"]) == 3 * N_IMAGES
+    assert "sim1 (simulated): 10 of 10 trials answered" in report and "alice: 0 of 10" in report
+
+    # export and report again, from the study and from the CSV, with and without the simulated testers
+    code, out, _ = run(capsys, "export", study, "--out", tmp_path / "r.csv")
+    assert code == 0 and "30 tester records" in out
+    code, out, _ = run(capsys, "report", tmp_path / "r.csv", "--out", tmp_path / "rep")
+    assert code == 0 and (tmp_path / "rep" / "report.md").is_file() and "confusion C" in out
+    code, out, _ = run(capsys, "export", study, "--no-simulated", "--out", tmp_path / "people.csv")
+    assert code == 0 and "0 tester records" in out
+    code, _, err = run(capsys, "report", study, "--no-simulated")
+    assert code == 2 and "no answers yet" in err
+
+
+def test_add_tester_and_status_print_links(tmp_path, data, capsys):
+    folder, predictions = data
+    study = tmp_path / "s"
+    assert run(capsys, "create", study, "--images", folder, "--predictions", predictions)[0] == 0
+    code, out, _ = run(capsys, "add-tester", study, "carol", "--base-url", "http://scope-pc:9000/")
+    assert code == 0 and "http://scope-pc:9000/t/" in out
+    code, out, _ = run(capsys, "status", study)
+    assert code == 0 and "carol" in out and "0/10" in out and "http://127.0.0.1:8080/t/" in out
+    code, _, err = run(capsys, "add-tester", study, "carol")
+    assert code == 2 and "already exists" in err
+
+
+def test_random_baseline_draws_from_the_given_training_labels(tmp_path, data):
+    from stedq.study.create import create_study
+
+    folder, predictions = data
+    labels = tmp_path / "train_labels.csv"
+    labels.write_text("label\n0.01\n0.02\n")
+    create_study(tmp_path / "s", folder, str(predictions), testers=["t"], baseline_labels=labels)
+    conn = store.connect(tmp_path / "s")
+    random_predictions = {r["prediction"] for r in conn.execute("SELECT prediction FROM trials WHERE system = 'random'")}
+    conn.close()
+    assert random_predictions <= {0.01, 0.02}
+
+
+def test_network_only_study(tmp_path, data, capsys):
+    folder, predictions = data
+    code, _, _ = run(capsys, "create", tmp_path / "s", "--images", folder, "--predictions", predictions,
+                     "--systems", "network", "--testers", "2")
+    assert code == 0
+    conn = store.connect(tmp_path / "s")
+    assert [r["total"] for r in store.testers(conn)] == [N_IMAGES, N_IMAGES]
+    conn.close()
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("case,message", [
+    ("no-folder", "no such folder of labelled images"),
+    ("empty-folder", "cannot use these images"),
+    ("missing-prediction", "no prediction for 1 of 5 images (img04)"),
+    ("bad-columns", "needs an image column"),
+    ("bad-score", "line 3: score must be a number in [0, 1], got '1.7'"),
+    ("no-csv", "cannot read predictions"),
+    ("bad-system", "systems must be among network, random"),
+    ("bad-stretch", "--stretch must be two numbers"),
+    ("exists", "already holds a study"),
+])
+def test_create_errors_say_what_is_wrong(tmp_path, data, capsys, case, message):
+    folder, predictions = data
+    study = tmp_path / "s"
+    args = ["create", study, "--images", folder, "--predictions", predictions]
+    if case == "no-folder":
+        args[3] = tmp_path / "nowhere"
+    elif case == "empty-folder":
+        (tmp_path / "empty").mkdir()
+        args[3] = tmp_path / "empty"
+    elif case == "missing-prediction":
+        lines = predictions.read_text().splitlines()
+        args[5] = write(tmp_path / "p.csv", "\n".join(lines[:-1]) + "\n")
+    elif case == "bad-columns":
+        args[5] = write(tmp_path / "p.csv", "file,quality\nimg00,0.5\n")
+    elif case == "bad-score":
+        args[5] = write(tmp_path / "p.csv", "name,score\nimg00,0.5\nimg01,1.7\n")
+    elif case == "no-csv":
+        args[5] = tmp_path / "nope.csv"
+    elif case == "bad-system":
+        args += ["--systems", "network,oracle"]
+    elif case == "bad-stretch":
+        args += ["--stretch", "1"]
+    elif case == "exists":
+        assert run(capsys, *args)[0] == 0
+    code, _, err = run(capsys, *args)
+    assert code == 2
+    assert message in err
+    if case != "exists":
+        assert not (study / store.DB_NAME).exists()
+
+
+def test_commands_on_a_folder_that_is_not_a_study(tmp_path, capsys):
+    for action in ("status", "export", "report"):
+        code, _, err = run(capsys, action, tmp_path)
+        assert code == 2 and "not a study folder" in err, action
+
+
+def test_help_lists_the_actions(capsys):
+    with pytest.raises(SystemExit):
+        main(["study", "--help"])
+    out = capsys.readouterr().out
+    for action in ("create", "add-tester", "serve", "status", "export", "report", "--simulated-testers"):
+        assert action in out
