@@ -1,8 +1,8 @@
 """KServe v2 gRPC protocol of the server: tritonclient interop, typed and raw tensors, errors, metrics.
 
 A real stedq server (StedqServer: interceptors, batcher, onnxruntime) runs in a background thread on
-127.0.0.1 with a real model exported from stedq.training.model. Scores are compared with in-process
-onnxruntime on the same ONNX file.
+127.0.0.1 with a real model (the shipped bundle, or one exported from stedq.training.model until it
+exists; see tests/server_support.py). Scores are compared with in-process onnxruntime on the same file.
 
 tritonclient.grpc and stedq.kserve both register the protobuf package `inference`; one process cannot
 import both. The tritonclient side therefore runs in a subprocess (tests/kserve_triton_probe.py),
@@ -11,95 +11,61 @@ while the server and the tests that use our own generated stubs stay in this pro
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import subprocess
 import sys
-import threading
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 import numpy as np
-import onnxruntime as ort
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from stedq.kserve import grpc_service_pb2 as pb
 from stedq.kserve import grpc_service_pb2_grpc as pb_grpc
-from stedq.server.app import StedqServer
 from stedq.server.images import demo_image
-from stedq.settings import Settings
 from tests.conftest import IN_CI, REPO_ROOT
-from tests.server_support import export_test_bundle
+from tests.server_support import (
+    ThreadedServer,
+    model_bundle,
+    read_version,
+    reference_scores,
+    sample_value,
+    scrape,
+    server_settings,
+)
 
 MODEL = "quality"
-VERSION = "kserve-test-1"
 MAX_QUEUE = 64
 SIZE = 224
 
 
-class ServerThread:
-    """A StedqServer on its own event loop in a daemon thread (the tests call it with blocking stubs)."""
-
-    def __init__(self, settings: Settings):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server: StedqServer = self.call(self._make(settings))
-
-    @staticmethod
-    async def _make(settings: Settings) -> StedqServer:
-        return StedqServer(settings)
-
-    def call(self, coroutine, timeout: float = 120):
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
-
-    def close(self) -> None:
-        async def stop():
-            await self.server.stop(0)
-        self.call(stop(), timeout=30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
-
-
-def settings_for(bundle: Path, **overrides) -> Settings:
-    values = dict(model=bundle, host="127.0.0.1", port=0, metrics_port=0, intra_op_threads=1,
-                  watch_model=False, max_queue_size=MAX_QUEUE, max_queue_delay_ms=5.0)
-    return Settings(**{**values, **overrides})
+@pytest.fixture(scope="module")
+def bundle():
+    return model_bundle()
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return export_test_bundle(tmp_path_factory.mktemp("bundle"), version=VERSION, seed=3)
+def version(bundle) -> str:
+    return read_version(bundle)
 
 
 @pytest.fixture(scope="module")
 def server(bundle):
-    running = ServerThread(settings_for(bundle))
-    running.call(running.server.start())
-    yield running
-    running.close()
+    with ThreadedServer(server_settings(bundle, max_queue_size=MAX_QUEUE)) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def stub(server):
-    with grpc.insecure_channel(server.target) as channel:
+    with grpc.insecure_channel(server.address) as channel:
         yield pb_grpc.GRPCInferenceServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
 def reference(bundle):
-    """In-process onnxruntime on the same file: float32 (N, 1, 224, 224) in [0, 1] -> (N,) scores."""
-    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
-    return lambda batch: session.run(None, {"image": np.asarray(batch, np.float32)})[0].reshape(-1)
+    """In-process onnxruntime on the same file: float32 (N, [1,] 224, 224) in [0, 1] -> (N,) scores."""
+    return lambda batch: reference_scores(bundle, np.asarray(batch, np.float32).reshape(-1, SIZE, SIZE))
 
 
 def sted_images(n: int, seed: int = 0) -> np.ndarray:
@@ -136,23 +102,17 @@ def raw_scores(response: pb.ModelInferResponse) -> np.ndarray:
     return np.frombuffer(response.raw_output_contents[0], "<f4").reshape(list(output.shape))
 
 
-def metrics_of(server: ServerThread) -> dict[tuple[str, tuple], float]:
-    """A real scrape of the /metrics endpoint, parsed with prometheus_client's parser."""
-    url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+def requests_total(server: ThreadedServer, code: str) -> float:
+    return sample_value(scrape(server.server.metrics_port), "stedq_requests_total", method="ModelInfer", code=code)
 
 
-def requests_total(server: ServerThread, code: str) -> float:
-    key = ("stedq_requests_total", (("code", code), ("method", "ModelInfer")))
-    return metrics_of(server).get(key, 0.0)
+def inference_calls(server: ThreadedServer) -> float:
+    return sample_value(scrape(server.server.metrics_port), "stedq_batch_size_count")
 
 
 # --- tritonclient.grpc from PyPI, in its own process
 
-def test_tritonclient_interop(server, reference, tmp_path):
+def test_tritonclient_interop(server, reference, version, tmp_path):
     if importlib.util.find_spec("tritonclient") is None:  # find_spec of the top package imports nothing
         if IN_CI:
             pytest.fail("tritonclient is not installed; the dev extra should have installed it")
@@ -160,7 +120,7 @@ def test_tritonclient_interop(server, reference, tmp_path):
     fp32, u16 = sted_images(3, seed=10), u16_images(2, seed=11)
     np.savez(tmp_path / "images.npz", fp32=fp32, u16=u16)
     probe = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tests" / "kserve_triton_probe.py"), server.target, MODEL,
+        [sys.executable, str(REPO_ROOT / "tests" / "kserve_triton_probe.py"), server.address, MODEL,
          str(tmp_path / "images.npz")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert probe.returncode == 0, probe.stderr
     seen = json.loads(probe.stdout)
@@ -169,7 +129,7 @@ def test_tritonclient_interop(server, reference, tmp_path):
     assert seen["unknown_model_ready"] is False
     assert seen["server_metadata"]["name"] == "stedq"
     metadata = seen["model_metadata"]
-    assert metadata["name"] == MODEL and metadata["versions"] == [VERSION]
+    assert metadata["name"] == MODEL and metadata["versions"] == [version]
     assert metadata["platform"] == "onnxruntime_onnx"
     assert metadata["inputs"] == [{"name": "image", "datatype": "FP32", "shape": ["-1", "1", "224", "224"]}]
     assert metadata["outputs"] == [{"name": "score", "datatype": "FP32", "shape": ["-1", "1"]}]
@@ -183,7 +143,7 @@ def test_tritonclient_interop(server, reference, tmp_path):
     for key, want in expected.items():
         got = seen[f"raw_{key}"]
         assert got["id"] == f"raw-{key}" and got["raw_outputs"] == 1
-        assert (got["model_name"], got["model_version"]) == (MODEL, VERSION)
+        assert (got["model_name"], got["model_version"]) == (MODEL, version)
         np.testing.assert_allclose(np.array(got["scores"]).reshape(-1), want, rtol=0, atol=1e-6)
         assert np.array(got["scores"]).shape == (len(want), 1)
     for key in ("fp32", "u16"):
@@ -205,23 +165,23 @@ def test_tritonclient_interop(server, reference, tmp_path):
 
 # --- our own generated stubs, in this process
 
-def test_health_and_metadata(stub):
+def test_health_and_metadata(stub, version):
     assert stub.ServerLive(pb.ServerLiveRequest()).live
     assert stub.ServerReady(pb.ServerReadyRequest()).ready
     assert stub.ModelReady(pb.ModelReadyRequest(name=MODEL)).ready
-    assert stub.ModelReady(pb.ModelReadyRequest(name=MODEL, version=VERSION)).ready
+    assert stub.ModelReady(pb.ModelReadyRequest(name=MODEL, version=version)).ready
     assert not stub.ModelReady(pb.ModelReadyRequest(name=MODEL, version="other")).ready
     meta = stub.ServerMetadata(pb.ServerMetadataRequest())
     assert meta.name == "stedq" and meta.version
-    model = stub.ModelMetadata(pb.ModelMetadataRequest(name=MODEL, version=VERSION))
+    model = stub.ModelMetadata(pb.ModelMetadataRequest(name=MODEL, version=version))
     assert list(model.inputs[0].shape) == [-1, 1, 224, 224] and model.outputs[0].name == "score"
 
 
-def test_raw_and_typed_agree_with_onnxruntime(stub, reference):
+def test_raw_and_typed_agree_with_onnxruntime(stub, reference, version):
     images = sted_images(4, seed=20)
     want = reference(images)
     raw = stub.ModelInfer(raw_request(images, id="r1"), timeout=30)
-    assert raw.id == "r1" and raw.model_version == VERSION
+    assert raw.id == "r1" and raw.model_version == version
     np.testing.assert_allclose(raw_scores(raw).reshape(-1), want, rtol=0, atol=1e-6)
     typed = stub.ModelInfer(typed_request(images[:, 0], id="t1"), timeout=30)  # [N, 224, 224] works too
     assert typed.id == "t1" and not typed.raw_output_contents
@@ -316,7 +276,7 @@ def test_concurrent_good_and_bad_requests_batch_and_stay_correct(server, stub, r
     images = sted_images(24, seed=40)
     want = reference(images)
     ok_before, bad_before = requests_total(server, "OK"), requests_total(server, "INVALID_ARGUMENT")
-    batches_before = metrics_of(server).get(("stedq_batch_size_count", ()), 0.0)
+    batches_before = inference_calls(server)
     bad = raw_request(images[:1] * 2)
 
     def one(index: int):
@@ -339,16 +299,14 @@ def test_concurrent_good_and_bad_requests_batch_and_stay_correct(server, stub, r
             assert abs(result - want[index]) <= 1e-6, index
     assert requests_total(server, "OK") - ok_before == 18
     assert requests_total(server, "INVALID_ARGUMENT") - bad_before == 6
-    batches = metrics_of(server)[("stedq_batch_size_count", ())] - batches_before
+    batches = inference_calls(server) - batches_before
     assert batches < 18, f"18 concurrent single-image requests ran as {batches} inference calls"
 
 
 def test_readiness_follows_warm_up_and_model_name(bundle):
     """Before warm-up the server is live but not ready; a configured model name is the one served."""
-    running = ServerThread(settings_for(bundle, model_name="sted-quality"))
-    try:
-        running.call(running.server.open())
-        with grpc.insecure_channel(running.target) as channel:
+    with ThreadedServer(server_settings(bundle, model_name="sted-quality"), warm=False) as running:
+        with grpc.insecure_channel(running.address) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             assert stub.ServerLive(pb.ServerLiveRequest()).live
             assert not stub.ServerReady(pb.ServerReadyRequest()).ready
@@ -359,5 +317,3 @@ def test_readiness_follows_warm_up_and_model_name(bundle):
             assert not stub.ModelReady(pb.ModelReadyRequest(name=MODEL)).ready
             response = stub.ModelInfer(raw_request(sted_images(1), model_name="sted-quality"), timeout=30)
             assert response.model_name == "sted-quality"
-    finally:
-        running.close()
