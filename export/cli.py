@@ -1,16 +1,120 @@
-"""`stedq export`."""
+"""`stedq export`: a training checkpoint to an ONNX model bundle the server loads."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+EPILOG = """\
+examples:
+  stedq export runs/default --out stedq/models/quality --model-version 1.0.0
+      FP32 + INT8 + FP16, images from the dataset the checkpoint was trained on
+  stedq export runs/q1/best.pt --out models/q1 --data data/synth --variants int8
+  stedq export --untrained --out /tmp/placeholder      random-weights bundle for development
+
+The bundle's FP32 model must match PyTorch within --parity-tolerance at batch 1, 7, 32 and 64, or
+nothing is written. INT8 and FP16 are written only when they pass the accuracy gate against FP32 on
+the test split (mean |Δscore| <= --max-mean-abs-diff and Spearman >= --min-spearman).
+"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    export = subparsers.add_parser("export", help="export a checkpoint to an ONNX model bundle")
-    export.add_argument("checkpoint", help="training run folder or checkpoint file")
-    export.add_argument("--out", required=True, help="bundle folder to write")
-    export.set_defaults(func=_not_yet)
+    parser = subparsers.add_parser(
+        "export", help="export a checkpoint to an ONNX model bundle (FP32, INT8, FP16)",
+        description="Export a trained QualityNet checkpoint to an ONNX model bundle: normalization "
+                    "inside the graph, parity-checked against PyTorch, with gated INT8/FP16 variants, "
+                    "a manifest and a bioimage.io rdf.yaml.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", nargs="?", help="training run folder (uses best.pt) or checkpoint .pt file")
+    parser.add_argument("--out", required=True, help="bundle folder to write (created or updated in place)")
+    parser.add_argument("--name", default="quality", help="model name in the manifest (default: quality)")
+    parser.add_argument("--model-version", default=None,
+                        help="model version in the manifest (default: 1.0.0; 0.0.0-untrained with --untrained)")
+    parser.add_argument("--variants", default="int8,fp16",
+                        help="comma-separated variants besides FP32: int8, fp16, or 'none' (default: int8,fp16)")
+    parser.add_argument("--data", help="labelled dataset folder: train split calibrates INT8, test split gates "
+                                       "the variants (default: the checkpoint's data path, if it exists)")
+    parser.add_argument("--calibration-data", help="folder of images for INT8 calibration (overrides --data)")
+    parser.add_argument("--test-data", help="folder of images for the accuracy gate (overrides --data)")
+    parser.add_argument("--calibration-images", type=int, default=256,
+                        help="at most this many calibration images (default: 256)")
+    parser.add_argument("--test-images", type=int, default=None, help="at most this many test images (default: all)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 20)")
+    parser.add_argument("--parity-tolerance", type=float, default=1e-5,
+                        help="max |ONNX - PyTorch| allowed (default: 1e-5)")
+    parser.add_argument("--max-mean-abs-diff", type=float, default=0.01,
+                        help="accuracy gate: max mean |Δscore| of a variant vs FP32 (default: 0.01)")
+    parser.add_argument("--min-spearman", type=float, default=0.99,
+                        help="accuracy gate: min Spearman correlation with FP32 (default: 0.99)")
+    parser.add_argument("--measure-speed", action="store_true",
+                        help="measure images/s of each variant (onnxruntime CPU, batch 32) into the manifest")
+    parser.add_argument("--no-rdf", dest="rdf", action="store_false", help="do not write rdf.yaml and its files")
+    parser.add_argument("--untrained", action="store_true",
+                        help="export random weights (placeholder for development; no checkpoint needed)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --untrained weights (default: 0)")
+    parser.set_defaults(func=run)
 
 
-def _not_yet(args: argparse.Namespace) -> int:
-    raise SystemExit(f"stedq {args.command}: not implemented yet")
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stedq.export.checkpoint import read_checkpoint, untrained_checkpoint
+    from stedq.export.errors import ExportError
+    from stedq.export.images import load_images
+    from stedq.export.onnx_graph import DEFAULT_OPSET
+    from stedq.export.writer import ExportOptions, export_bundle
+
+    try:
+        if args.untrained == bool(args.checkpoint):
+            raise ExportError("give a CHECKPOINT (run folder or .pt file), or --untrained for a placeholder")
+        variants = tuple(v.strip().lower() for v in args.variants.split(",") if v.strip())
+        variants = () if variants == ("none",) else variants
+        bad = [v for v in variants if v not in ("int8", "fp16")]
+        if bad:
+            raise ExportError(f"--variants: unknown {', '.join(bad)} (choose from int8, fp16, none)")
+        checkpoint = untrained_checkpoint(args.seed) if args.untrained else read_checkpoint(args.checkpoint)
+
+        calibration = test = None
+        if variants:
+            data = args.data or (checkpoint.get("data") or {}).get("path") or None
+            if data and not Path(data).is_dir():
+                if args.data:
+                    raise ExportError(f"--data {data}: no such folder")
+                print(f"note: the checkpoint's dataset {data} is not here; give --data to build variants",
+                      file=sys.stderr)
+                data = None
+            test_source = args.test_data or data
+            calibration_source = args.calibration_data or data
+            if test_source:
+                test = load_images(test_source, "test", limit=args.test_images)
+            if calibration_source and "int8" in variants:
+                calibration = load_images(calibration_source, "train", limit=args.calibration_images)
+
+        options = ExportOptions(
+            name=args.name,
+            version=args.model_version or ("0.0.0-untrained" if args.untrained else "1.0.0"),
+            variants=variants, opset=args.opset or DEFAULT_OPSET, parity_tolerance=args.parity_tolerance,
+            max_mean_abs_diff=args.max_mean_abs_diff, min_spearman=args.min_spearman,
+            calibration_images=calibration, test_images=test, measure_speed=args.measure_speed,
+            write_rdf=args.rdf)
+        report = export_bundle(checkpoint, args.out, options)
+    except ExportError as exc:
+        print(f"stedq export: error: {exc}", file=sys.stderr)
+        return 1
+
+    print(f"wrote {report.out}  ({report.manifest.name} {report.manifest.version})")
+    print(f"  parity vs PyTorch: max |Δ| {max(report.parity.values()):.2g} "
+          f"(batch {', '.join(report.parity)})")
+    for variant, filename in report.manifest.variants.items():
+        size = (report.out / filename).stat().st_size / 1e6
+        line = f"  {variant:5s} {filename:16s} {size:6.1f} MB"
+        if variant in report.gates:
+            gate = report.gates[variant]
+            line += (f"  gate on {gate.n_images} test images: mean |Δ| {gate.mean_abs_diff:.4f}, "
+                     f"Spearman {gate.spearman:.4f}")
+        if variant in report.speed:
+            line += f"  {report.speed[variant]:.0f} images/s (CPU, batch 32)"
+        print(line)
+    for variant, reason in report.skipped.items():
+        print(f"  {variant:5s} not written: {reason}")
+    return 0

@@ -99,3 +99,40 @@ def write_manifest(bundle_dir: Path, manifest: Manifest) -> Path:
     path = Path(bundle_dir) / MANIFEST_NAME
     write_atomic(path, (manifest.model_dump_json(indent=2) + "\n").encode())
     return path
+
+
+# --- the manifest inside each .onnx file (metadata_props), so a bare model file describes itself.
+# The whole manifest is stored as JSON under MANIFEST_METADATA_KEY; a few fields are repeated as
+# plain keys for tools that show metadata (Netron, onnxruntime's custom_metadata_map).
+MANIFEST_METADATA_KEY = "stedq.manifest"
+
+
+def manifest_to_metadata(manifest: Manifest, variant: str = "fp32") -> dict[str, str]:
+    """metadata_props (all strings) for the `variant` file of a bundle described by `manifest`."""
+    data = manifest.training.get("data", {}) if isinstance(manifest.training, dict) else {}
+    return {
+        MANIFEST_METADATA_KEY: manifest.model_dump_json(),
+        "name": manifest.name,
+        "version": manifest.version,
+        "variant": variant,
+        "input": f"{manifest.input.name} {manifest.input.dtype} {manifest.input.shape} "
+                 f"in [{manifest.input_range[0]:g}, {manifest.input_range[1]:g}]",
+        "output": f"{manifest.output.name} {manifest.output.dtype} {manifest.output.shape}",
+        "normalization_mean": json.dumps(manifest.normalization.mean),
+        "normalization_std": json.dumps(manifest.normalization.std),
+        "training_data": str(data.get("description", "")),
+        "training_data_hash": str(data.get("hash", "")),
+        "metrics": json.dumps(manifest.metrics, sort_keys=True),
+        "stedq_version": manifest.stedq_version,
+        "created": manifest.created,
+    }
+
+
+def manifest_from_metadata(metadata: dict[str, str], source: str = "model") -> Manifest:
+    """The manifest stored in a model's metadata_props (e.g. onnxruntime's custom_metadata_map)."""
+    if MANIFEST_METADATA_KEY not in metadata:
+        raise BundleError(f"{source}: no {MANIFEST_METADATA_KEY!r} in its metadata (not exported by `stedq export`?)")
+    try:
+        return Manifest.model_validate_json(metadata[MANIFEST_METADATA_KEY])
+    except ValueError as exc:
+        raise BundleError(f"{source}: invalid {MANIFEST_METADATA_KEY!r} metadata: {exc}") from None

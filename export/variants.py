@@ -1,0 +1,96 @@
+"""Reduced-precision variants of the FP32 graph: INT8 (static QDQ quantization) and FP16.
+
+Both keep the FP32 model's I/O (float32 image in, float32 score out), so the server and clients
+never see the difference; whether a variant is good enough is decided by stedq.export.gate.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from stedq.export.errors import ExportError
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_BATCH = 16
+
+
+class _ImageReader:
+    """onnxruntime's CalibrationDataReader protocol over an in-memory image array."""
+
+    def __init__(self, input_name: str, images: np.ndarray, batch_size: int = CALIBRATION_BATCH):
+        images = np.asarray(images, np.float32)
+        self.batches = [{input_name: np.ascontiguousarray(images[i:i + batch_size, None])}
+                        for i in range(0, len(images), batch_size)]
+        self.index = 0
+
+    def get_next(self):
+        if self.index >= len(self.batches):
+            return None
+        self.index += 1
+        return self.batches[self.index - 1]
+
+    def rewind(self):
+        self.index = 0
+
+
+def quantize_int8(fp32: onnx.ModelProto, calibration_images: np.ndarray, *, per_channel: bool = True,
+                  method: str = "minmax", op_types: list[str] | None = None) -> onnx.ModelProto:
+    """Static QDQ quantization (U8 activations, S8 weights) calibrated on `calibration_images` (N, H, W).
+
+    Conv/Gemm become QLinearConv/QGemm-like kernels in onnxruntime's CPU provider. ELU has no
+    quantized kernel, so each block pays a DequantizeLinear/QuantizeLinear round trip around it.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if len(calibration_images) == 0:
+        raise ExportError("INT8: no calibration images")
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    with tempfile.TemporaryDirectory(prefix="stedq-int8-") as tmp:
+        src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
+        onnx.save(fp32, src)
+        # Shape inference and graph optimization first, as onnxruntime's quantization guide advises.
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        reader = _ImageReader(fp32.graph.input[0].name, calibration_images)
+        try:
+            quantize_static(
+                str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=methods[method], op_types_to_quantize=op_types,
+                extra_options={"CalibTensorRangeSymmetric": False},
+                calibration_providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ExportError(f"INT8 quantization failed: {type(exc).__name__}: {exc}") from exc
+        model = onnx.load(dst)
+    _restore_graph_docs(fp32, model)
+    return model
+
+
+def convert_fp16(fp32: onnx.ModelProto) -> onnx.ModelProto:
+    """float16 weights and activations inside, float32 input and output (keep_io_types)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(fp32)
+    try:
+        model = convert_float_to_float16(copy, keep_io_types=True)
+    except Exception as exc:
+        raise ExportError(f"FP16 conversion failed: {type(exc).__name__}: {exc}") from exc
+    _restore_graph_docs(fp32, model)
+    return model
+
+
+def _restore_graph_docs(source: onnx.ModelProto, target: onnx.ModelProto) -> None:
+    target.producer_name = source.producer_name
+    target.doc_string = source.doc_string
+    for dst, src in zip(target.graph.input, source.graph.input, strict=False):
+        dst.doc_string = src.doc_string
+    for dst, src in zip(target.graph.output, source.graph.output, strict=False):
+        dst.doc_string = src.doc_string
