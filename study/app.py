@@ -157,12 +157,29 @@ def default_base_url(host: str, port: int) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The bound socket, so that the printed links carry the real port (also for --port 0)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise store.StudyError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 def serve(study_dir: Path, host: str = "127.0.0.1", port: int = 8080, base_url: str | None = None) -> None:
     import uvicorn
 
     app = create_app(study_dir)
+    sock = listen(host, port)
+    port = sock.getsockname()[1]
     links = tester_links(study_dir, base_url or default_base_url(host, port))
-    print(f"study {study_dir}: {len(links)} tester link(s) (give each tester only their own):")
+    print(f"study {study_dir}: serving on {host}:{port}; {len(links)} tester link(s) "
+          "(give each tester only their own):")
     for name, link, done in links:
         print(f"  {name:<16} {done:>9}  {link}")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    print("stop with Ctrl+C; every answer is already saved", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])

@@ -83,6 +83,9 @@ def read_predictions_csv(path: Path, names: Sequence[str], paths: Sequence[Path]
                 f"{path}: needs an image column ({' | '.join(NAME_COLUMNS)}) and a score column "
                 f"({' | '.join(SCORE_COLUMNS)}); found columns: {', '.join(header) or 'none'}")
         for row in reader:
+            if row.get("error"):                 # a `stedq score --csv` row the server could not score
+                raise store.StudyError(f"{path}, line {reader.line_num}: no score for {row[name_col]!r}: "
+                                       f"{row['error']}")
             try:
                 score = float(row[score_col])
             except (TypeError, ValueError):

@@ -151,3 +151,71 @@ def test_help_lists_the_actions(capsys):
     out = capsys.readouterr().out
     for action in ("create", "add-tester", "serve", "status", "export", "report", "--simulated-testers"):
         assert action in out
+
+
+def test_predictions_from_a_running_stedq_server(tmp_path, capsys):
+    """--predictions server: the network's scores come from a real gRPC server through the client library."""
+    import numpy as np
+
+    from stedq.study.create import load_images
+    from tests.server_support import ThreadedServer, model_bundle, reference_scores, server_settings
+
+    folder, _ = labelled_folder(tmp_path, n=3, size=224)
+    bundle = model_bundle()
+    with ThreadedServer(server_settings(bundle)) as server:
+        code, _, err = run(capsys, "create", tmp_path / "s", "--images", folder, "--predictions", "server",
+                           "--server", server.address, "--testers", "1")
+        assert code == 0, err
+    conn = store.connect(tmp_path / "s")
+    meta = store.get_meta(conn)
+    conn.close()
+    expected = reference_scores(bundle, np.stack(load_images(folder).images).astype(np.float32))
+    assert np.allclose(meta["predictions"]["network"], expected, atol=1e-5)
+    assert meta["predictions_source"] == f"server {server.address}" and meta["model_version"]
+
+
+def test_predictions_from_a_server_that_is_not_there(tmp_path, data, capsys):
+    from tests.server_support import free_port
+
+    folder, _ = data
+    code, _, err = run(capsys, "create", tmp_path / "s", "--images", folder, "--predictions", "server",
+                       "--server", f"127.0.0.1:{free_port()}", "--timeout-s", "2")
+    assert code == 2 and "stedq server 127.0.0.1:" in err and "UNAVAILABLE" in err
+
+
+def test_serve_command_binds_localhost_prints_links_and_serves(tmp_path, data):
+    """`stedq study serve` as a user runs it: its own process, port 0, the printed link works."""
+    import re
+    import subprocess
+    import sys
+    import time
+
+    from tests.study_helpers import http
+
+    folder, predictions = data
+    assert main(["study", "create", str(tmp_path / "s"), "--images", str(folder), "--predictions",
+                 str(predictions), "--testers", "dana"]) == 0
+    process = subprocess.Popen([sys.executable, "-m", "stedq.cli", "study", "serve", str(tmp_path / "s"),
+                                "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines, link = [], None
+        deadline = time.monotonic() + 30
+        while link is None and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            found = re.search(r"(http://127\.0\.0\.1:(\d+)/t/\S+)", line)
+            link = found.group(1) if found else None
+        assert link, "".join(lines)
+        assert "serving on 127.0.0.1:" in "".join(lines)
+        for _ in range(100):                      # the socket is bound before the links are printed
+            try:
+                status, _, body = http("GET", link)
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert status == 200 and b"trial 1 of 10" in body
+    finally:
+        process.terminate()
+        process.wait(10)
