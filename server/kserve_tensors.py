@@ -52,9 +52,12 @@ def _image_count(tensor: pb.ModelInferRequest.InferInputTensor, height: int, wid
         n, h, w = shape
     else:
         raise InvalidInput(f"{where}: shape {_shape_text(shape)} is not {expected}")
+    if min(shape) < 0:
+        raise InvalidInput(f"{where}: shape {_shape_text(shape)} has a negative dimension; give the actual "
+                           f"sizes (N is the number of images sent)")
     if n == 0:
         raise InvalidInput(f"{where}: empty batch (shape {_shape_text(shape)} has N = 0 images)")
-    if n < 0 or (h, w) != (height, width):
+    if (h, w) != (height, width):
         raise InvalidInput(
             f"{where}: shape {_shape_text(shape)} is not {expected}; images must be {height}x{width} "
             f"here (stedq.v1.QualityService/Score scores larger images as quality maps)")
@@ -73,8 +76,32 @@ def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor, count: int) -> 
     if len(values) != count:
         raise InvalidInput(f"{where}: contents.{field} has {len(values)} values, expected {count} for "
                            f"shape {_shape_text(tensor.shape)}")
+    if np_dtype.kind == "f":
+        return _packed_floats(tensor.contents)
     # uint_contents are 32-bit: keep them wide so that out-of-range values are reported, not wrapped
-    return np.array(values, dtype=np.float32 if np_dtype.kind == "f" else np.uint32)
+    return np.fromiter(values, dtype=np.uint32, count=len(values))
+
+
+def _packed_floats(contents: pb.InferTensorContents) -> np.ndarray:
+    """contents.fp32_contents (the only field set) as float32, read in one step.
+
+    np.array() over a repeated field converts it value by value (~0.3 s for 32 images, with the event
+    loop blocked). proto3 serializes a repeated float "packed": one tag byte, the byte length as a
+    varint, then the values as little-endian float32, which numpy reads as they are (a few ms)."""
+    data = contents.SerializeToString()
+    if not data:
+        return np.empty(0, np.float32)
+    start, length, shift = 1, 0, 0   # data[0] is the tag of field 6
+    while True:
+        byte = data[start]
+        start += 1
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            break
+    if data[0] != 0x32 or start + length != len(data):  # not the one packed field 6: the slow way
+        return np.array(contents.fp32_contents, dtype=np.float32)
+    return np.frombuffer(data, dtype="<f4", offset=start, count=length // 4)
 
 
 def _raw_values(tensor: pb.ModelInferRequest.InferInputTensor, data: bytes, count: int) -> np.ndarray:

@@ -24,6 +24,7 @@ import pytest
 from stedq.kserve import grpc_service_pb2 as pb
 from stedq.kserve import grpc_service_pb2_grpc as pb_grpc
 from stedq.server.images import demo_image
+from stedq.server.kserve_tensors import _packed_floats
 from tests.conftest import IN_CI, REPO_ROOT
 from tests.server_support import (
     ThreadedServer,
@@ -220,6 +221,9 @@ def _bad_requests() -> dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, st
     case("input name", renamed, "unknown input 'input_1'")
     case("datatype", raw_request(one.astype(np.int32), "INT32"), "datatype 'INT32' is not supported")
     case("empty batch", raw_request(np.zeros((0, 1, 224, 224), np.float32)), "empty batch")
+    unknown_n = raw_request(one)
+    unknown_n.inputs[0].shape[0] = -1
+    case("negative N", unknown_n, "shape [-1, 1, 224, 224] has a negative dimension")
     case("small image", raw_request(np.zeros((1, 1, 100, 100), np.float32)), "images must be 224x224")
     case("two channels", raw_request(np.zeros((1, 2, 224, 224), np.float32)), "is not [N, 1, 224, 224]")
     short = raw_request(one)
@@ -254,6 +258,13 @@ def _bad_requests() -> dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, st
 
 
 BAD_REQUESTS = _bad_requests()
+
+
+@pytest.mark.parametrize("count", [1, 31, 32, 4096, 3 * 224 * 224])
+def test_typed_floats_read_in_one_step_equal_the_field(count):
+    values = np.random.default_rng(count).random(count, dtype=np.float32)
+    contents = pb.InferTensorContents(fp32_contents=values.tolist())
+    np.testing.assert_array_equal(_packed_floats(contents), values)
 
 
 @pytest.mark.parametrize("name", list(BAD_REQUESTS))
