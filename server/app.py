@@ -112,7 +112,9 @@ class StedqServer:
             interceptors.append(TokenAuthInterceptor(settings.token.get_secret_value()))
         limit = settings.max_message_mb * 1024 * 1024
         server = grpc.aio.server(interceptors=interceptors, options=[
-            ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)])
+            ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
+            # gRPC's default SO_REUSEPORT lets a second server silently share the port: refuse instead
+            ("grpc.so_reuseport", 0)])
         quality_pb2_grpc.add_QualityServiceServicer_to_server(QualityServicer(self.scorer), server)
         self.services = [SERVICE_NAME]
         try:
@@ -203,7 +205,7 @@ class StedqServer:
     def stop(self, grace: float | None = None) -> asyncio.Task:
         """Begin draining (idempotent); await the returned task or wait_closed()."""
         if self._stopping is None:
-            self._stopping = asyncio.ensure_future(self._drain(self.settings.grace_period_s if grace is None else grace))
+            self._stopping = asyncio.get_running_loop().create_task(self._drain(self.settings.grace_period_s if grace is None else grace))
         return self._stopping
 
     async def _drain(self, grace: float) -> None:
