@@ -64,7 +64,8 @@ def _keys(value: str) -> list[str]:
     return list(dict.fromkeys([value, path.name, path.stem]))
 
 
-def read_predictions_csv(path: Path, names: Sequence[str], paths: Sequence[Path]) -> np.ndarray:
+def read_predictions_csv(path: Path, names: Sequence[str], paths: Sequence[Path],
+                         score_columns: Sequence[str] = SCORE_COLUMNS) -> np.ndarray:
     """One prediction per image, in the images' order, from a CSV with an image column
     (image_id | image | name | file | path) and a score column (prediction | score)."""
     path = Path(path)
@@ -77,11 +78,11 @@ def read_predictions_csv(path: Path, names: Sequence[str], paths: Sequence[Path]
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         name_col = next((c for c in NAME_COLUMNS if c in header), None)
-        score_col = next((c for c in SCORE_COLUMNS if c in header), None)
+        score_col = next((c for c in score_columns if c in header), None)
         if name_col is None or score_col is None:
             raise store.StudyError(
                 f"{path}: needs an image column ({' | '.join(NAME_COLUMNS)}) and a score column "
-                f"({' | '.join(SCORE_COLUMNS)}); found columns: {', '.join(header) or 'none'}")
+                f"({' | '.join(score_columns)}); found columns: {', '.join(header) or 'none'}")
         for row in reader:
             if row.get("error"):                 # a `stedq score --csv` row the server could not score
                 raise store.StudyError(f"{path}, line {reader.line_num}: no score for {row[name_col]!r}: "
@@ -106,6 +107,20 @@ def read_predictions_csv(path: Path, names: Sequence[str], paths: Sequence[Path]
         raise store.StudyError(f"{path}: no prediction for {len(missing)} of {len(names)} images ({shown}); "
                                f"rows are matched on the image's name, file name or path")
     return np.asarray(result, dtype=np.float64)
+
+
+def clean_labels(folder: Path, data: LabelledImages) -> list[float | None]:
+    """The noise-free quality of each image where the folder knows it (`stedq data synth` writes it as
+    label_clean in labels.csv); the simulated testers perceive it instead of the noisy label."""
+    labels_csv = Path(folder) / "labels.csv"
+    try:
+        with labels_csv.open(newline="") as handle:
+            if "label_clean" not in (csv.DictReader(handle).fieldnames or []):
+                return [None] * len(data.names)
+        return [float(v) for v in read_predictions_csv(labels_csv, data.names, data.paths, ("label_clean",))]
+    except (OSError, store.StudyError) as exc:
+        log.info("no clean labels for the simulated testers (%s): they perceive the labels", exc)
+        return [None] * len(data.names)
 
 
 def predictions_from_server(images: list[np.ndarray], settings) -> tuple[np.ndarray, str]:
@@ -200,12 +215,14 @@ def create_study(study_dir: Path, images_folder: Path, predictions: str, *, sett
     labels = baseline_labels_from(baseline_labels, data.labels)
 
     study_dir.mkdir(parents=True, exist_ok=True)
+    truths = clean_labels(images_folder, data)
     rows = []
-    for index, (image, name, path, label) in enumerate(tqdm(
-            list(zip(data.images, data.names, data.paths, data.labels, strict=True)), desc="rendering images", unit="image")):
+    for index, (image, name, path, label, truth) in enumerate(tqdm(
+            list(zip(data.images, data.names, data.paths, data.labels, truths, strict=True)),
+            desc="rendering images", unit="image")):
         png = Path("images") / f"{index:04d}.png"
         write_png(np.asarray(image), study_dir / png, cmap=cmap, percentiles=stretch)
-        rows.append((name, str(path.resolve()), str(png), float(np.clip(label, 0.0, 1.0))))
+        rows.append((name, str(path.resolve()), str(png), float(np.clip(label, 0.0, 1.0)), truth))
     conn = store.connect(study_dir, create=True)
     try:
         store.add_images(conn, rows)

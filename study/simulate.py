@@ -2,9 +2,9 @@
 exercises the whole pipeline (create -> answer -> export -> report) without people.
 
 Each one is the training area's `SimulatedTester`: it perceives the image's quality with its own noise
-and picks the closer score. Without a ground truth in a labelled folder, the expert label stands for
-the true quality, so the simulation asks "would a noisy expert prefer the network's score to the
-label?" - the question the paper's testers answered.
+and picks the closer score. The quality it perceives is the image's noise-free quality where the
+folder knows it (synthetic data: label_clean), else the expert label itself - then the simulation asks
+"would another, noisier expert prefer the network's score to this label?".
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def run_simulated_testers(study_dir: Path, n: int, seed: int = 0, noise: tuple[f
                 trial = store.current_trial(conn, row["id"])
                 if trial is None:
                     break
-                truth = trial["target"]
+                truth = trial["target"] if trial["truth"] is None else trial["truth"]
                 choice = tester.choose(truth, trial["target"], trial["prediction"])
                 store.record_answer(conn, row["id"], trial["position"], answer_for(choice, trial["a_is"]),
                                     client="simulated")

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS images (
     name TEXT NOT NULL UNIQUE,            -- the image_id of the tester records
     source TEXT NOT NULL,                 -- the labelled file it came from
     png TEXT NOT NULL,                    -- the rendered image, relative to the study folder
-    target REAL NOT NULL                  -- the expert's label
+    target REAL NOT NULL,                 -- the expert's label
+    truth REAL                            -- noise-free quality where known (synthetic data), else NULL
 );
 CREATE TABLE IF NOT EXISTS testers (
     id INTEGER PRIMARY KEY,
@@ -128,11 +129,11 @@ def get_meta(conn: sqlite3.Connection) -> dict:
     return {row["key"]: json.loads(row["value"]) for row in conn.execute("SELECT key, value FROM meta")}
 
 
-def add_images(conn: sqlite3.Connection, rows: Iterable[tuple[str, str, str, float]]) -> None:
-    """rows: (name, source file, png path relative to the study, target)."""
+def add_images(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
+    """rows: (name, source file, png path relative to the study, target[, truth])."""
     with write(conn):
-        conn.executemany("INSERT INTO images (id, name, source, png, target) VALUES (?, ?, ?, ?, ?)",
-                         [(index, *row) for index, row in enumerate(rows)])
+        conn.executemany("INSERT INTO images (id, name, source, png, target, truth) VALUES (?, ?, ?, ?, ?, ?)",
+                         [(index, *row, None)[:6] for index, row in enumerate(rows)])
 
 
 def images(conn: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -170,7 +171,7 @@ def tester_by_token(conn: sqlite3.Connection, token: str) -> sqlite3.Row | None:
 # --- judging -----------------------------------------------------------------------------------------
 
 TRIAL_COLUMNS = ("t.id, t.position, t.system, t.prediction, t.a_is, i.id AS image_id, i.name AS image_name, "
-                 "i.png, i.target")
+                 "i.png, i.target, i.truth")
 
 
 def progress(conn: sqlite3.Connection, tester_id: int) -> Progress:

@@ -219,3 +219,23 @@ def test_serve_command_binds_localhost_prints_links_and_serves(tmp_path, data):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_simulated_testers_perceive_the_clean_quality_when_the_folder_has_it(tmp_path, data, capsys):
+    """With label_clean in labels.csv (as `stedq data synth` writes), the simulated testers judge against
+    it: a network that predicts exactly the clean quality then wins against labels that are far off."""
+    folder, _ = data
+    rows, predictions = ["file,name,label,label_clean"], ["image,prediction"]
+    for path in sorted(folder.glob("*.tiff")):
+        name, label = path.stem.rsplit("-", 1)
+        clean = round(float(label) + (0.3 if float(label) < 0.5 else -0.3), 3)
+        rows.append(f"{path.name},{name},{label},{clean}")
+        predictions.append(f"{name},{clean}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "p.csv").write_text("\n".join(predictions) + "\n")
+    code, _, err = run(capsys, "create", tmp_path / "s", "--images", folder, "--predictions", tmp_path / "p.csv",
+                       "--simulated-testers", 3, "--systems", "network")
+    assert code == 0, err
+    with (tmp_path / "s" / "records.csv").open() as handle:
+        choices = [r["choice"] for r in csv.DictReader(handle)]
+    assert len(choices) == 3 * N_IMAGES and choices.count("prediction") >= 0.8 * len(choices)
