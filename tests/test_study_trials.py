@@ -154,3 +154,13 @@ def test_stretch_clips_hot_pixels_and_handles_flat_images(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="unknown colour map"):
         write_png(image, tmp_path / "y.png", cmap="nope")
+
+
+def test_study_modules_do_not_import_torch_or_grpc():
+    import subprocess
+    import sys
+
+    code = ("import sys; import stedq.study.app, stedq.study.create, stedq.study.simulate, stedq.study.report; "
+            "print('torch' in sys.modules, 'grpc' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split() == ["False", "False"]
