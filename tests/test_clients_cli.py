@@ -1,0 +1,138 @@
+"""`stedq score` and the Node.js client, run as users run them, against a real server on 127.0.0.1."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from stedq.clients import QualityClient
+from tests.conftest import IN_CI, REPO_ROOT, require_tool
+from tests.server_support import ThreadedServer, free_port, model_bundle, random_images, server_settings
+
+NODE_DIR = REPO_ROOT / "clients" / "node"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ThreadedServer(server_settings(model_bundle())) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def images():
+    counts = np.round(random_images(6, seed=21) * 65535).astype(np.uint16)
+    large = np.round(random_images(1, seed=22, size=(300, 450))[0] * 65535).astype(np.uint16)
+    return counts, large
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, images):
+    counts, large = images
+    root = tmp_path_factory.mktemp("scans")
+    tifffile.imwrite(root / "stack.ome.tif", counts[:3], ome=True, metadata={"axes": "ZYX"})
+    Image.fromarray(counts[3]).save(root / "single.png")
+    np.save(root / "pair.npy", counts[4:6])
+    tifffile.imwrite(root / "field.tif", large)
+    (root / "broken.tif").write_bytes(b"this is not a TIFF")
+    np.save(root / "tiny.npy", np.zeros((64, 64), np.uint16))
+    return root
+
+
+def stedq(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stedq", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO_ROOT)
+
+
+def test_score_files_of_each_format_with_outputs_and_maps(server, folder, images, tmp_path):
+    counts, large = images
+    with QualityClient(server.address) as client:
+        expected = client.score(list(counts) + [large])
+    result = stedq("score", str(folder), "--server", server.address, "--csv", str(tmp_path / "s.csv"),
+                   "--json", str(tmp_path / "s.json"), "--map", str(tmp_path / "maps"))
+    assert result.returncode == 1, result.stderr            # two inputs are bad, the others are scored
+    assert "broken.tif: cannot read it as TIF" in result.stderr
+    assert "tiny.npy: image is 64x64; the model needs at least 224x224" in result.stderr
+    assert "2 of 9 inputs could not be scored" in result.stderr
+
+    rows = list(csv.DictReader(open(tmp_path / "s.csv")))
+    scored = {(r["file"].rsplit("/", 1)[-1], r["frame"]): r for r in rows if not r["error"]}
+    order = [("stack.ome.tif", "Z=0"), ("stack.ome.tif", "Z=1"), ("stack.ome.tif", "Z=2"),
+             ("single.png", ""), ("pair.npy", "0"), ("pair.npy", "1"), ("field.tif", "")]
+    assert sorted(scored) == sorted(order)
+    np.testing.assert_allclose([float(scored[key]["score"]) for key in order], expected, atol=1e-6)
+    field = scored[("field.tif", "")]
+    assert field["tiles"] == "2x4" and (field["height"], field["width"]) == ("300", "450")
+
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["server"] == server.address and report["model"]["name"] == "quality"
+    assert len(report["results"]) == 9 and sum(bool(r["error"]) for r in report["results"]) == 2
+
+    with Image.open(field["map_png"]) as png:   # the overlay is a real picture
+        assert png.format == "PNG" and png.width > 600 and png.height > 300
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["field.tif.map.png"]
+    table = result.stdout.splitlines()
+    assert table[0].split() == ["file", "frame", "size", "score", "tiles"] and len(table) == 8
+    assert any(line.split()[-1] == "2x4" and "field.tif" in line for line in table)
+
+
+def test_score_json_to_stdout_and_all_good_exit_zero(server, folder):
+    result = stedq("score", str(folder / "*.png"), str(folder / "pair.npy"), "--server", server.address,
+                   "--json", "-")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [r["frame"] for r in report["results"]] == ["", "0", "1"]
+    assert all(0.0 <= r["score"] <= 1.0 for r in report["results"])
+
+
+def test_score_unreachable_server_says_so_and_exits_3(folder):
+    result = stedq("score", str(folder / "single.png"), str(folder / "missing.tif"),
+                   "--server", f"127.0.0.1:{free_port()}", "--timeout-s", "3", "--retries", "1")
+    assert result.returncode == 3
+    assert "cannot reach the stedq server" in result.stderr and "--server HOST:PORT" in result.stderr
+    assert "missing.tif: no such file or folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def node_client() -> str:
+    node = require_tool("node")
+    if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        message = "clients/node has no node_modules: run `npm ci` there (scripts/test does)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return node
+
+
+def test_node_client_scores_like_the_python_client(server, folder, images, tmp_path):
+    node = node_client()
+    counts, large = images
+    np.save(tmp_path / "large.npy", large)
+    (tmp_path / "raw.u16").write_bytes(counts[:2].astype("<u2").tobytes())
+    env = {**os.environ, "STEDQ_SERVER": server.address}
+    result = subprocess.run([node, "score.js", str(folder / "pair.npy"), str(tmp_path / "large.npy"),
+                             str(tmp_path / "raw.u16"), "--height", "224", "--width", "224", "--json"],
+                            cwd=NODE_DIR, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    with QualityClient(server.address) as client:
+        expected = client.score([counts[4], counts[5], large, counts[0], counts[1]])
+    np.testing.assert_allclose([r["score"] for r in report["results"]], expected, atol=1e-6)
+    assert [r["tiles"] for r in report["results"]] == ["", "", "2x4", "", ""]
+
+
+def test_node_client_errors_and_unreachable_server(server, folder):
+    node = node_client()
+    bad = subprocess.run([node, "score.js", str(folder / "tiny.npy"), str(folder / "single.png"),
+                          "--server", server.address], cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    assert "tiny.npy: INVALID_ARGUMENT" in bad.stderr and "64x64" in bad.stderr
+    assert "single.png: not a .npy file" in bad.stderr
+    down = subprocess.run([node, "score.js", str(folder / "pair.npy"), "--server", f"127.0.0.1:{free_port()}",
+                           "--timeout-s", "3"], cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
+    assert down.returncode == 3 and "cannot reach the stedq server" in down.stderr
