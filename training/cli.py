@@ -69,17 +69,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                choices=CHOICES.get(field.name), help=help_text)
     train.set_defaults(func=_train)
 
-    evaluate = subparsers.add_parser("evaluate", help="paper metrics on the test split and user-study records")
-    evaluate.add_argument("run", help="training run folder or checkpoint")
-    evaluate.set_defaults(func=_not_yet)
-
-
-def _not_yet(args: argparse.Namespace) -> int:
-    raise SystemExit(f"stedq {args.command}: not implemented yet")
+    evaluate = subparsers.add_parser(
+        "evaluate", help="paper metrics on the test split and user-study records",
+        description="The paper's evaluation: regression metrics on the held-out test split, the user study "
+                    "(confusion/domination vs the random baseline) with simulated testers and/or human "
+                    "records, generalization to unseen structures, and the monotonicity check.",
+        epilog="writes RUN/evaluation/{report.md,metrics.json,scatter.png,study_tpe.png,study_records.csv,"
+               "monotonicity.png}\n\nexample:\n  stedq evaluate runs/default --unseen data/synth/tubulin",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluate.add_argument("run", type=Path, help="training run folder (its best.pt) or a checkpoint file")
+    evaluate.add_argument("--data", type=Path, default=None,
+                          help="dataset the run was trained on (default: the path recorded in the checkpoint)")
+    evaluate.add_argument("--unseen", type=Path, action="append", default=[], metavar="FOLDER",
+                          help="labelled dataset never trained on, e.g. data/synth/tubulin (repeatable)")
+    evaluate.add_argument("--records", type=Path, action="append", default=[], metavar="CSV",
+                          help="human tester records (tester,image_id,system,target,prediction,choice)")
+    evaluate.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/evaluation)")
+    evaluate.add_argument("--testers", type=int, default=5, help="simulated testers (default: 5)")
+    evaluate.add_argument("--tester-noise", type=float, nargs=2, default=(0.03, 0.12), metavar=("LOW", "HIGH"),
+                          help="simulated testers' perception noise, spread from LOW to HIGH (default: 0.03 0.12)")
+    evaluate.add_argument("--tester-tolerance", type=float, default=0.05,
+                          help="score difference a simulated tester calls equal (default: 0.05)")
+    evaluate.add_argument("--monotonic-samples", type=int, default=3,
+                          help="simulated samples for the monotonicity check, 0 skips it (default: 3)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the testers and the random baseline")
+    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)")
+    evaluate.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="fp32", help="(default: fp32)")
+    evaluate.add_argument("--no-update-checkpoint", dest="update_checkpoint", action="store_false",
+                          help="do not write the test metrics into the checkpoint")
+    evaluate.set_defaults(func=_evaluate)
 
 
 def load_dataset(path: Path):
     """Our Dataset from a labelled folder, or SystemExit with the loader's message (it names the file)."""
+    import numpy as np
+
     from stedq.training.data import DatasetError, load_labelled_folder
     from stedq.training.train import Dataset
 
@@ -90,8 +114,31 @@ def load_dataset(path: Path):
     structures = sorted(set(getattr(ds, "structures", []) or []))
     description = getattr(ds, "description", "") or (
         f"{len(ds.labels)} labelled images from {path}" + (f" ({', '.join(structures)})" if structures else ""))
+    clean = getattr(ds, "labels_clean", None)
+    if clean is None:
+        clean = _clean_labels_from_csv(path, list(ds.names))
     return Dataset(images=ds.images, labels=ds.labels, names=list(ds.names), path=str(path),
-                   hash=str(ds.content_hash), description=description)
+                   hash=str(ds.content_hash), description=description,
+                   labels_clean=None if clean is None else np.asarray(clean, dtype=np.float64),
+                   structures=list(getattr(ds, "structures", []) or []))
+
+
+def _clean_labels_from_csv(folder: Path, names: list[str]):
+    """Noise-free labels from the synthetic generator's labels.csv (columns name, label_clean), if any."""
+    import csv
+
+    table = Path(folder) / "labels.csv"
+    if not table.is_file():
+        return None
+    with table.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not {"name", "label_clean"} <= set(reader.fieldnames or []):
+            return None
+        clean = {row["name"]: row["label_clean"] for row in reader}
+    try:
+        return [float(clean[name]) for name in names]
+    except (KeyError, ValueError):
+        return None  # names or values do not line up: evaluation falls back to the labels
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -110,4 +157,34 @@ def _train(args: argparse.Namespace) -> int:
                       "stopped": summary["stopped"], "best_val_rmse": round(summary["best_val_rmse"], 4),
                       "mean_epoch_seconds": round(summary["mean_epoch_seconds"], 1),
                       "test": test}, indent=2), file=sys.stdout)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from stedq.training.checkpoint import CheckpointError, load_checkpoint
+    from stedq.training.evaluate import EvalOptions, EvaluationError, evaluate
+    from stedq.training.userstudy import RecordsError
+
+    try:
+        checkpoint = load_checkpoint(args.run)
+        data_path = args.data or Path(checkpoint["data"].get("path") or "")
+        if not str(data_path) or str(data_path) == ".":
+            raise SystemExit(f"stedq evaluate: {checkpoint['path']} records no data path; pass --data")
+        ds = load_dataset(data_path)
+        unseen = {folder.name: load_dataset(folder) for folder in args.unseen}
+        options = EvalOptions(testers=args.testers, tester_noise=tuple(args.tester_noise),
+                              tester_tolerance=args.tester_tolerance, seed=args.seed,
+                              monotonic_samples=args.monotonic_samples, device=args.device,
+                              precision=args.precision, records=args.records,
+                              update_checkpoint=args.update_checkpoint)
+        results = evaluate(args.run, ds, unseen, options, out=args.out)
+    except (CheckpointError, EvaluationError, RecordsError) as exc:
+        raise SystemExit(f"stedq evaluate: {exc}") from None
+    brief = {"test": results["test"]["metrics"],
+             "unseen": {k: v["metrics"] for k, v in results.get("unseen", {}).items()},
+             "network_beats_random_confusion_in_all_bins":
+                 results["simulated_study"]["network_beats_random_confusion_in_all_bins"],
+             "monotonic": {k: v["mean_decreasing"] for k, v in results.get("monotonicity", {}).items()},
+             "report": str(Path(args.out or Path(results["checkpoint"]).parent / "evaluation") / "report.md")}
+    print(json.dumps(brief, indent=2))
     return 0

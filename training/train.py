@@ -18,7 +18,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,8 @@ class Dataset:
     path: str = ""
     hash: str = ""
     description: str = ""
+    labels_clean: np.ndarray | None = None   # noise-free quality, where synthetic data records it
+    structures: list[str] = field(default_factory=list)
 
 
 class TrainingError(ValueError):
