@@ -328,3 +328,22 @@ def test_readiness_follows_warm_up_and_model_name(bundle):
             assert not stub.ModelReady(pb.ModelReadyRequest(name=MODEL)).ready
             response = stub.ModelInfer(raw_request(sted_images(1), model_name="sted-quality"), timeout=30)
             assert response.model_name == "sted-quality"
+
+
+def test_triton_client_example(server, reference, tmp_path):
+    """clients/examples/triton_client.py (tritonclient only) scores files and reports rejections."""
+    if importlib.util.find_spec("tritonclient") is None:
+        pytest.skip("tritonclient is not installed")
+    images = u16_images(2, seed=50)
+    np.save(tmp_path / "stack.npy", images)
+    np.save(tmp_path / "bright.npy", np.full((224, 224), 2.0, np.float32))
+    example = REPO_ROOT / "clients" / "examples" / "triton_client.py"
+    run = subprocess.run([sys.executable, str(example), "--server", server.address,
+                          str(tmp_path / "stack.npy"), str(tmp_path / "bright.npy")],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 1, run.stderr   # one file rejected, the other scored
+    assert "bright.npy: rejected: input 'image', image 0: float32 values must be in [0, 1]" in run.stderr
+    lines = [line.split("\t") for line in run.stdout.splitlines() if "\t" in line]
+    assert [name for name, _ in lines] == [f"{tmp_path / 'stack.npy'}[{i}]" for i in range(2)]
+    want = reference(images.astype(np.float32) / np.float32(65535))
+    np.testing.assert_allclose([float(value) for _, value in lines], want, rtol=0, atol=1e-4)  # printed to 4 places
