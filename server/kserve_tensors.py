@@ -114,12 +114,23 @@ def _raw_values(tensor: pb.ModelInferRequest.InferInputTensor, data: bytes, coun
     return np.frombuffer(data, dtype=np_dtype)
 
 
+def _refuse_unsupported(where: str, parameters) -> None:
+    """Triton extensions that tritonclient can ask for; ignoring them would answer the wrong thing."""
+    if "shared_memory_region" in parameters:
+        raise InvalidInput(f"{where}: shared memory is not supported by this server; send the tensor in "
+                           f"raw_input_contents (tritonclient: set_data_from_numpy) or contents")
+    if "classification" in parameters:
+        raise InvalidInput(f"{where}: the classification extension is not supported (the output is a "
+                           f"score in [0, 1]); request '{OUTPUT_NAME}' without class_count")
+
+
 def _requested_outputs(request: pb.ModelInferRequest) -> list[str]:
-    names = [output.name for output in request.outputs] or [OUTPUT_NAME]
-    for name in names:
-        if name != OUTPUT_NAME:
-            raise InvalidInput(f"outputs: unknown output '{name}' (the model has one output: '{OUTPUT_NAME}')")
-    return list(dict.fromkeys(names))
+    for output in request.outputs:
+        if output.name != OUTPUT_NAME:
+            raise InvalidInput(f"outputs: unknown output '{output.name}' (the model has one output: "
+                               f"'{OUTPUT_NAME}')")
+        _refuse_unsupported(f"output '{output.name}'", output.parameters)
+    return list(dict.fromkeys(output.name for output in request.outputs)) or [OUTPUT_NAME]
 
 
 def decode_request(request: pb.ModelInferRequest, *, height: int, width: int) -> DecodedRequest:
@@ -133,6 +144,7 @@ def decode_request(request: pb.ModelInferRequest, *, height: int, width: int) ->
     if tensor.datatype not in DATATYPES:
         raise InvalidInput(f"input '{tensor.name}': datatype '{tensor.datatype}' is not supported "
                            f"(use {', '.join(DATATYPES)})")
+    _refuse_unsupported(f"input '{tensor.name}'", tensor.parameters)
     outputs = _requested_outputs(request)
     n = _image_count(tensor, height, width)
     count = n * height * width

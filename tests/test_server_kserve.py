@@ -254,6 +254,13 @@ def _bad_requests() -> dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, st
     unknown_output = raw_request(one)
     unknown_output.outputs.add(name="quality_map")
     case("unknown output", unknown_output, "unknown output 'quality_map'")
+    shared = pb.ModelInferRequest(model_name=MODEL)
+    shared.inputs.add(name="image", datatype="FP32", shape=[1, 1, 224, 224])
+    shared.inputs[0].parameters["shared_memory_region"].string_param = "input_data"
+    case("shared memory", shared, "shared memory is not supported")
+    classes = raw_request(one)
+    classes.outputs.add(name="score").parameters["classification"].int64_param = 3
+    case("classification", classes, "classification extension is not supported")
     return cases
 
 
