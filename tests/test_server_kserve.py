@@ -354,3 +354,41 @@ def test_triton_client_example(server, reference, tmp_path):
     assert [name for name, _ in lines] == [f"{tmp_path / 'stack.npy'}[{i}]" for i in range(2)]
     want = reference(images.astype(np.float32) / np.float32(65535))
     np.testing.assert_allclose([float(value) for _, value in lines], want, rtol=0, atol=1e-4)  # printed to 4 places
+
+
+def test_random_malformed_requests_get_clear_errors_and_leave_the_server_working(stub, reference):
+    """Random shapes, datatypes, names, payload sizes and contents fields (fixed seed): every answer is
+    OK, INVALID_ARGUMENT or NOT_FOUND (never INTERNAL/UNKNOWN), and the server still scores afterwards."""
+    rng = np.random.default_rng(1)
+    seen: dict[str, int] = {}
+    for _ in range(120):
+        request = pb.ModelInferRequest(model_name=str(rng.choice([MODEL] * 5 + ["other", ""])),
+                                       model_version=str(rng.choice([""] * 5 + ["1"])))
+        for _ in range(int(rng.choice([0, 1, 1, 1, 1, 2]))):
+            shape = ([int(rng.integers(0, 3)), 1, 224, 224] if rng.random() < 0.5 else
+                     [int(v) for v in rng.choice([-2, -1, 0, 1, 3, 224, 225, 2**40, 2**62], size=rng.integers(0, 6))])
+            tensor = request.inputs.add(name=str(rng.choice(["image"] * 4 + ["x", ""])), shape=shape,
+                                        datatype=str(rng.choice(["FP32", "UINT16", "UINT8", "FP16", "BYTES", ""])))
+            size = int(rng.choice([0, 1, 4, 50176, 100352, 200704]))
+            mode = rng.integers(0, 4)
+            if mode == 0:
+                request.raw_input_contents.append(rng.bytes(size))
+            elif mode == 1:
+                tensor.contents.fp32_contents.extend(rng.normal(0.5, 0.4, size // 2).astype(np.float32))
+            elif mode == 2:
+                tensor.contents.uint_contents.extend(rng.integers(0, 70000, size // 2, dtype=np.uint32))
+            else:
+                tensor.contents.bytes_contents.append(b"x")
+        if rng.random() < 0.2:
+            request.outputs.add(name=str(rng.choice(["score", "x"])))
+        try:
+            stub.ModelInfer(request, timeout=30)
+            code = "OK"
+        except grpc.RpcError as error:
+            code = error.code().name
+        seen[code] = seen.get(code, 0) + 1
+    assert set(seen) <= {"OK", "INVALID_ARGUMENT", "NOT_FOUND"}, seen
+    assert seen.get("INVALID_ARGUMENT", 0) > 50, seen
+    images = sted_images(2, seed=60)
+    np.testing.assert_allclose(raw_scores(stub.ModelInfer(raw_request(images), timeout=30)).reshape(-1),
+                               reference(images), rtol=0, atol=1e-6)
