@@ -163,8 +163,18 @@ def tester_seed(study_seed: int, index: int) -> int:
     return int(np.random.SeedSequence([study_seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
+def check_tester_names(names: Sequence[str]) -> None:
+    for name in names:
+        if not name or not name.strip() or "/" in name:
+            raise store.StudyError(f"tester name {name!r}: give a non-empty name without '/'")
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    if repeated:
+        raise store.StudyError(f"tester name(s) given twice: {', '.join(repeated)}")
+
+
 def add_testers(study_dir: Path, names: Sequence[str], simulated: bool = False) -> dict[str, str]:
     """New testers (each with their own random trial order): {name: token}."""
+    check_tester_names(names)
     conn = store.connect(study_dir)
     try:
         meta = store.get_meta(conn)
@@ -172,8 +182,6 @@ def add_testers(study_dir: Path, names: Sequence[str], simulated: bool = False) 
         start = len(store.testers(conn))
         tokens = {}
         for offset, name in enumerate(names):
-            if not name or not name.strip() or "/" in name:
-                raise store.StudyError(f"tester name {name!r}: give a non-empty name without '/'")
             seed = tester_seed(meta["seed"], start + offset)
             trials = make_trials(n_images, meta["predictions"], meta["systems"], meta["baseline_labels"], seed)
             tokens[name] = store.add_tester(conn, name.strip(), seed, trials, simulated=simulated)
@@ -197,6 +205,7 @@ def create_study(study_dir: Path, images_folder: Path, predictions: str, *, sett
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown or not systems:
         raise store.StudyError(f"systems must be among {', '.join(SYSTEMS)}, got {', '.join(systems) or 'none'}")
+    check_tester_names(testers)
     data = load_images(images_folder)
     scores: dict[str, list[float]] = {}
     model_version = ""

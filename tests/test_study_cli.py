@@ -107,6 +107,7 @@ def write(path, text):
     ("bad-system", "systems must be among network, random"),
     ("bad-stretch", "--stretch must be two numbers"),
     ("exists", "already holds a study"),
+    ("same-tester", "tester name(s) given twice: ann"),
 ])
 def test_create_errors_say_what_is_wrong(tmp_path, data, capsys, case, message):
     folder, predictions = data
@@ -130,6 +131,8 @@ def test_create_errors_say_what_is_wrong(tmp_path, data, capsys, case, message):
         args += ["--systems", "network,oracle"]
     elif case == "bad-stretch":
         args += ["--stretch", "1"]
+    elif case == "same-tester":
+        args += ["--testers", "ann,bo,ann"]
     elif case == "exists":
         assert run(capsys, *args)[0] == 0
     code, _, err = run(capsys, *args)
