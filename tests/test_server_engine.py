@@ -1,0 +1,63 @@
+"""The onnxruntime engine: bundle folders and bare .onnx files, device choice, clear errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime
+import pytest
+
+from stedq.server.engine import Engine, EngineError
+from tests.server_support import copy_bundle, model_bundle, random_images, read_version, reference_scores
+
+NO_CUDA = "CUDAExecutionProvider" not in onnxruntime.get_available_providers()
+
+
+def test_a_bundle_folder_and_its_bare_onnx_file_serve_the_same_model():
+    bundle = model_bundle()
+    images = random_images(3, seed=2)
+    from_folder = Engine(bundle, device="cpu", intra_op_threads=1)
+    info = from_folder.info
+    assert (info.version, info.variant, info.device, info.providers) == \
+        (read_version(bundle), "fp32", "cpu", ["CPUExecutionProvider"])
+    assert (info.input_height, info.input_width) == (224, 224) and info.note == ""
+    scores = from_folder.run(images[:, None])
+    assert scores.shape == (3,) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores, reference_scores(bundle, images), atol=1e-6)
+
+    from_file = Engine(info.path, device="cpu", intra_op_threads=1)  # describes itself via metadata_props
+    assert (from_file.info.name, from_file.info.version, from_file.info.mean) == (info.name, info.version, info.mean)
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this machine has CUDA")
+def test_device_auto_falls_back_to_the_cpu_and_says_so():
+    engine = Engine(model_bundle(), device="auto", intra_op_threads=1)
+    assert engine.info.device == "cpu" and "no CUDAExecutionProvider" in engine.info.note
+    with pytest.raises(EngineError, match="--device cuda: this onnxruntime .* has no CUDAExecutionProvider"):
+        Engine(model_bundle(), device="cuda")
+
+
+def test_bad_models_are_clear_errors(tmp_path):
+    with pytest.raises(EngineError, match="no manifest"):
+        Engine(tmp_path, device="cpu")
+    bundle = copy_bundle(model_bundle(), tmp_path / "bundle")  # fp32 only
+    with pytest.raises(EngineError, match=r"no 'int8' variant \(has: fp32\)"):
+        Engine(bundle, device="cpu", variant="int8")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["variants"] = {"fp32": "gone.onnx"}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EngineError, match="lists gone.onnx for variant 'fp32', but the file is missing"):
+        Engine(bundle, device="cpu")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(EngineError, match="broken.onnx: onnxruntime cannot load it"):
+        Engine(broken, device="cpu")
+    with pytest.raises(EngineError, match="expected a bundle folder or a .onnx file"):
+        Engine(tmp_path / "bundle" / "manifest.json", device="cpu")
+
+
+def test_the_server_never_imports_torch():
+    code = "import sys, stedq.server.app, stedq.server.measure; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"
