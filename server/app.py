@@ -223,6 +223,10 @@ class StedqServer:
         log.info("stopped")
         self._closed.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping is not None
+
     async def wait_closed(self) -> None:
         await self._closed.wait()
 
@@ -236,8 +240,15 @@ async def _serve(settings: Settings) -> int:
         await server.stop(0)
         return 2
     loop = asyncio.get_running_loop()
+
+    def on_stop_signal() -> None:
+        if server.stopping and server.grpc_server is not None:  # asked twice: do not wait for the grace
+            log.warning("second stop signal: cancelling in-flight requests now")
+            loop.create_task(server.grpc_server.stop(0))
+        server.stop()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, server.stop)
+        loop.add_signal_handler(signum, on_stop_signal)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(server.reload()))
     await server.wait_closed()
     return 0
