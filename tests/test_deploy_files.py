@@ -323,3 +323,26 @@ def test_grafana_dashboard_shows_every_server_metric_and_only_those():
     titles = " ".join(title.lower() for title, _ in dashboard_queries())
     for topic in ("throughput", "latency", "queue wait", "inference", "batch size", "queue depth", "errors", "model"):
         assert topic in titles, f"no panel about {topic}"
+
+
+# packages of the other extras: the images install only stedq[serve] (see constraints.txt)
+NOT_IN_THE_IMAGE = ["torch", "onnx", "onnxscript", "pysted", "scipy", "matplotlib", "PIL", "tritonclient",
+                    "psutil", "selenium", "skimage", "mlserver", "cryptography"]
+SERVE_ONLY = """
+import importlib.abc, sys
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (not in the serving image)", name=name)
+sys.meta_path.insert(0, NotInstalled())
+import stedq.server.app, stedq.server.kserve, stedq.healthcheck
+from stedq.cli import main
+sys.exit(main(["serve", "--help"]))
+"""
+
+
+def test_serving_code_runs_with_only_the_serve_extra():
+    code = f"BLOCKED = {set(NOT_IN_THE_IMAGE)!r}\n" + SERVE_ONLY
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert "--max-batch-size" in out.stdout
