@@ -258,6 +258,8 @@ def test_kubernetes_deployment_matches_image_and_server():
     # readiness follows the scoring service's health (NOT_SERVING until warm, and while draining)
     assert container["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
     assert container["envFrom"][0]["configMapRef"]["name"] == resources["ConfigMap"]["metadata"]["name"]
+    # a Service named stedq would otherwise inject STEDQ_PORT=tcp://<ip>:50051 into the pods
+    assert pod["enableServiceLinks"] is False
     # security: the image's numeric user, read-only root, nothing to escalate
     user = [v for i, v in image_config(DOCKERFILES["cpu"]).runtime if i == "USER"][-1]
     uid = int(user.split(":")[0])
