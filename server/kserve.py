@@ -35,20 +35,18 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._model_name = settings.model_name
 
     # --- which model a request names
-    def _version(self) -> str:
-        return str(self._scorer.model_info.version)
-
     def _serves(self, name: str, version: str) -> bool:
-        return name == self._model_name and version in ("", self._version())
+        return name == self._model_name and version in ("", self._scorer.model_info.version)
 
-    async def _require_model(self, name: str, version: str, context: grpc.aio.ServicerContext) -> None:
+    async def _require_model(self, name: str, version: str, served_version: str,
+                             context: grpc.aio.ServicerContext) -> None:
         if name != self._model_name:
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"model_name: unknown model '{name}' (this server serves '{self._model_name}')")
-        if version not in ("", self._version()):
+        if version not in ("", served_version):
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"model_version: model '{name}' has no version '{version}' "
-                                f"(serving version '{self._version()}'; leave it empty for the current one)")
+                                f"(serving version '{served_version}'; leave it empty for the current one)")
 
     # --- health
     async def ServerLive(self, request, context):
@@ -66,30 +64,25 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
 
     async def ModelMetadata(self, request, context):
-        await self._require_model(request.name, request.version, context)
-        height, width = self._input_size()
+        info = self._scorer.model_info
+        await self._require_model(request.name, request.version, info.version, context)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
-            name=self._model_name, versions=[self._version()], platform=PLATFORM,
-            inputs=[tensor(name=INPUT_NAME, datatype="FP32", shape=[-1, 1, height, width])],
+            name=self._model_name, versions=[info.version], platform=PLATFORM,
+            inputs=[tensor(name=INPUT_NAME, datatype="FP32", shape=[-1, 1, info.input_height, info.input_width])],
             outputs=[tensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, 1])])
 
     # --- inference
     async def ModelInfer(self, request, context):
-        await self._require_model(request.model_name, request.model_version, context)
-        height, width = self._input_size()
+        info = self._scorer.model_info  # read before scoring, as stedq.v1 does (a reload may swap the model)
+        await self._require_model(request.model_name, request.model_version, info.version, context)
         try:
-            decoded = decode_request(request, height=height, width=width)
+            decoded = decode_request(request, height=info.input_height, width=info.input_width)
         except InvalidInput as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        version = self._version()  # read before scoring, as stedq.v1 does (a reload may swap the model)
         results = await score_or_abort(self._scorer, decoded.images, context)
         return encode_response(request, decoded, [r.score for r in results], model_name=self._model_name,
-                               model_version=version)
-
-    def _input_size(self) -> tuple[int, int]:
-        info = self._scorer.model_info
-        return int(info.input_height), int(info.input_width)
+                               model_version=info.version)
 
 
 def add_kserve_servicer(server: grpc.aio.Server, scorer: Scorer, settings: Settings) -> None:
