@@ -28,6 +28,7 @@ from stedq.server.kserve_tensors import _packed_floats
 from tests.conftest import IN_CI, REPO_ROOT
 from tests.server_support import (
     ThreadedServer,
+    copy_bundle,
     model_bundle,
     read_version,
     reference_scores,
@@ -392,3 +393,19 @@ def test_random_malformed_requests_get_clear_errors_and_leave_the_server_working
     images = sted_images(2, seed=60)
     np.testing.assert_allclose(raw_scores(stub.ModelInfer(raw_request(images), timeout=30)).reshape(-1),
                                reference(images), rtol=0, atol=1e-6)
+
+
+def test_versions_follow_a_model_reload(bundle, tmp_path):
+    """After a reload the new bundle version is the one served, reported and accepted."""
+    served = copy_bundle(bundle, tmp_path / "bundle", version="v-old")
+    with ThreadedServer(server_settings(served)) as running, grpc.insecure_channel(running.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ModelInfer(raw_request(sted_images(1)), timeout=30).model_version == "v-old"
+        copy_bundle(bundle, tmp_path / "bundle", version="v-new")
+        assert running.call(running.server.reload())
+        assert stub.ModelInfer(raw_request(sted_images(1), model_version="v-new"), timeout=30).model_version == "v-new"
+        assert list(stub.ModelMetadata(pb.ModelMetadataRequest(name=MODEL)).versions) == ["v-new"]
+        assert not stub.ModelReady(pb.ModelReadyRequest(name=MODEL, version="v-old")).ready
+        with pytest.raises(grpc.RpcError) as error:
+            stub.ModelInfer(raw_request(sted_images(1), model_version="v-old"), timeout=30)
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND and "serving version 'v-new'" in error.value.details()
