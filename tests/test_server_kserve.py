@@ -409,3 +409,20 @@ def test_versions_follow_a_model_reload(bundle, tmp_path):
         with pytest.raises(grpc.RpcError) as error:
             stub.ModelInfer(raw_request(sted_images(1), model_version="v-old"), timeout=30)
         assert error.value.code() == grpc.StatusCode.NOT_FOUND and "serving version 'v-new'" in error.value.details()
+
+
+def test_token_auth_with_tritonclient_headers(bundle):
+    """With --token, v2 calls need `authorization: Bearer <token>` (tritonclient: headers=...)."""
+    if importlib.util.find_spec("tritonclient") is None:
+        pytest.skip("tritonclient is not installed")
+    example = str(REPO_ROOT / "clients" / "examples" / "triton_client.py")
+    with ThreadedServer(server_settings(bundle, token="s3cret")) as running:
+        without = subprocess.run([sys.executable, example, "--server", running.address], capture_output=True,
+                                 text=True, timeout=120)
+        assert without.returncode == 3 and "UNAUTHENTICATED" in without.stderr, without.stderr
+        wrong = subprocess.run([sys.executable, example, "--server", running.address, "--token", "nope"],
+                               capture_output=True, text=True, timeout=120)
+        assert wrong.returncode == 3 and "invalid bearer token" in wrong.stderr, wrong.stderr
+        right = subprocess.run([sys.executable, example, "--server", running.address, "--token", "s3cret"],
+                               capture_output=True, text=True, timeout=120)
+        assert right.returncode == 0 and "test image\t" in right.stdout, right.stderr
