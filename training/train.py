@@ -68,7 +68,7 @@ def check_dataset(ds: Dataset) -> None:
         raise TrainingError(f"{where}: {n} images but {len(ds.labels)} labels and {len(ds.names)} names")
     bad = np.flatnonzero(~((ds.labels >= 0) & (ds.labels <= 1)))
     if bad.size:
-        raise TrainingError(f"{where}: {ds.names[bad[0]]}: label {ds.labels[bad[0]]!r} outside [0, 1]"
+        raise TrainingError(f"{where}: {ds.names[bad[0]]}: label {float(ds.labels[bad[0]]):g} outside [0, 1]"
                             + (f" (and {bad.size - 1} more)" if bad.size > 1 else ""))
     if n < 10:
         raise TrainingError(f"{where}: {n} images are too few to split 80/10/10 (need at least 10)")

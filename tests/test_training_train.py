@@ -1,0 +1,151 @@
+"""stedq train: the paper protocol on tiny real runs (a few images, 1-2 epochs), the checkpoint contract,
+resume/determinism, the run folder, and clear errors for bad data."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from stedq.training.checkpoint import (
+    REQUIRED_KEYS,
+    CheckpointError,
+    build_normalized_model,
+    load_checkpoint,
+)
+from stedq.training.config import TrainConfig
+from stedq.training.train import Dataset, TrainingError, dihedral, epoch_plan, split_indices, train
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def tiny_dataset(n: int = 12, seed: int = 0, hash_: str = "tiny") -> Dataset:
+    """Brighter, less noisy images get higher labels (something learnable)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.uniform(0, 1, n).astype(np.float32)
+    images = (0.2 + 0.6 * labels[:, None, None]) * rng.random((n, 224, 224)) ** (2 - labels[:, None, None])
+    return Dataset(images=images.astype(np.float32), labels=labels, names=[f"img{i:03d}" for i in range(n)],
+                   path="memory", hash=hash_, description="tiny test set")
+
+
+def config(**changes) -> TrainConfig:
+    return TrainConfig(**{"epochs": 2, "batch_size": 8, "patience": 5, "precision": "fp32", **changes})
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    train(tiny_dataset(), out, config())
+    return out
+
+
+def test_run_folder_and_checkpoint_contract(run_dir):
+    for name in ("best.pt", "last.pt", "log.csv", "log.json", "curves.png", "split.json"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "curves.png").read_bytes()[:8] == PNG
+    rows = list(csv.DictReader((run_dir / "log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(float(r["val_rmse"]) ** 2 == pytest.approx(float(r["val_loss"])) for r in rows)
+    summary = json.loads((run_dir / "log.json").read_text())
+    assert summary["stopped"] == "max epochs" and summary["epochs_run"] == 2
+
+    best = load_checkpoint(run_dir)        # a run folder means its best.pt
+    assert set(REQUIRED_KEYS) <= set(best)
+    assert best["epoch"] == summary["best_epoch"]
+    assert best["config"]["lr"] == 0.01 and best["config"]["momentum"] == 0.9
+    data = best["data"]
+    assert (data["n_train"], data["n_val"], data["n_test"]) == (10, 1, 1)
+    assert data["hash"] == "tiny" and data["description"] == "tiny test set"
+    split = json.loads((run_dir / "split.json").read_text())
+    assert len(set(split["train"]) | set(split["val"]) | set(split["test"])) == 12
+    # normalization: the training split's mean/std, images in [0, 1]
+    ds = tiny_dataset()
+    train_idx = [ds.names.index(n) for n in split["train"]]
+    assert best["normalization"]["mean"] == pytest.approx(float(ds.images[train_idx].mean()), rel=1e-5)
+    assert best["normalization"]["std"] == pytest.approx(float(ds.images[train_idx].std()), rel=1e-5)
+    assert best["metrics"]["test"]["n"] == 1
+    # the normalized model takes [0, 1] images and gives scores in [0, 1]
+    model = build_normalized_model(best)
+    with torch.no_grad():
+        scores = model(torch.from_numpy(ds.images[:4]).unsqueeze(1))
+    assert scores.shape == (4, 1) and bool(((scores >= 0) & (scores <= 1)).all())
+    last = load_checkpoint(run_dir / "last.pt")
+    assert {"optimizer", "rng", "history", "early_stopping"} <= set(last)
+
+
+def test_resume_repeats_the_uninterrupted_run(run_dir, tmp_path):
+    ds = tiny_dataset()
+    train(ds, tmp_path, config(epochs=1))
+    with pytest.raises(TrainingError, match="--resume"):
+        train(ds, tmp_path, config(epochs=2))
+    train(ds, tmp_path, config(epochs=2), resume=True)
+    a, b = load_checkpoint(run_dir / "last.pt"), load_checkpoint(tmp_path / "last.pt")
+    assert [h["val_loss"] for h in a["history"]] == [h["val_loss"] for h in b["history"]]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    with pytest.raises(TrainingError, match="other data"):
+        train(tiny_dataset(hash_="changed"), tmp_path, config(epochs=3), resume=True)
+
+
+def test_early_stopping_and_time_limit(tmp_path):
+    summary = train(tiny_dataset(), tmp_path / "es", config(epochs=3, patience=1, lr=0.5))
+    if summary["stopped"] == "early stopping":
+        assert summary["epochs_run"] == summary["best_epoch"] + 1
+    else:  # every epoch improved: then all three ran
+        assert summary["epochs_run"] == 3 and summary["best_epoch"] == 3
+    assert load_checkpoint(tmp_path / "es")["epoch"] == summary["best_epoch"]
+    limited = train(tiny_dataset(), tmp_path / "tl", config(epochs=50, max_minutes=0.001))
+    assert limited["stopped"].startswith("time limit") and limited["epochs_run"] == 1
+
+
+def test_bad_data_gets_clear_errors(tmp_path):
+    ds = tiny_dataset()
+    ds.labels[3] = 1.5
+    with pytest.raises(TrainingError, match=r"img003: label 1.5 outside \[0, 1\]"):
+        train(ds, tmp_path, config())
+    small = tiny_dataset()
+    small.images = small.images[:, :100, :100]
+    with pytest.raises(TrainingError, match=r"\(100, 100\); QualityNet takes 224x224"):
+        train(small, tmp_path, config())
+    with pytest.raises(TrainingError, match="no images"):
+        train(Dataset(np.zeros((0, 224, 224), np.float32), np.zeros(0, np.float32), [], path="empty"),
+              tmp_path, config())
+    few = tiny_dataset(n=5)
+    with pytest.raises(TrainingError, match="too few"):
+        train(few, tmp_path, config())
+
+
+def test_split_and_epoch_plan():
+    split = split_indices(100, 0.1, 0.1, seed=3)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [80, 10, 10]
+    assert split_indices(100, 0.1, 0.1, seed=3)["test"].tolist() == split["test"].tolist()
+    labels = np.array([0.1] * 90 + [0.9] * 10, dtype=np.float32)
+    items, transforms = epoch_plan(labels, TrainConfig(seed=1), epoch=1)
+    assert len(items) == 200                                    # augmentation doubles the set
+    assert sorted(items[transforms == 0].tolist()) == list(range(100))
+    assert set(transforms[transforms > 0].tolist()) <= set(range(1, 8)) and (transforms > 0).sum() == 100
+    balanced, _ = epoch_plan(labels, TrainConfig(seed=1, balanced=True, augment=False), epoch=1)
+    assert 0.3 < np.mean(balanced >= 90) < 0.7                  # the rare bin is drawn about as often
+    assert not np.array_equal(epoch_plan(labels, TrainConfig(seed=1), 2)[0], items)
+
+
+def test_dihedral_gives_the_eight_flips_and_rotations():
+    x = torch.arange(9.0).reshape(1, 1, 3, 3).repeat(8, 1, 1, 1)
+    out = dihedral(x, np.arange(8))
+    assert torch.equal(out[0], x[0]) and torch.equal(out[1], torch.rot90(x[1], 1, dims=(-2, -1)))
+    assert len({tuple(o.flatten().tolist()) for o in out}) == 8
+
+
+def test_load_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "absent.pt")
+    with pytest.raises(CheckpointError, match="no best.pt"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt: not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"model": {}}, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="missing key.*normalization"):
+        load_checkpoint(tmp_path / "partial.pt")
