@@ -62,6 +62,13 @@ class ModelInfo:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+STACK_ON_LOOP_TILES = 64
+
+
+def _stack(tiles: list[np.ndarray]) -> np.ndarray:
+    return np.stack(tiles).astype(np.float32, copy=False)[:, None, :, :]
+
+
 def tile_origins(length: int, tile: int, stride: int) -> list[int]:
     """Tile start positions covering [0, length): every `stride` px, plus one tile flush with the end."""
     if length < tile:
@@ -183,7 +190,10 @@ class Scorer:
             raise InvalidInput(f"images: the request needs {len(tiles)} model inputs ({len(images)} images, "
                                f"tiles of quality maps included), over the per-request limit of {limit} "
                                f"(--max-queue-size); split it into smaller requests")
-        batch = np.stack(tiles).astype(np.float32, copy=False)[:, None, :, :]
+        if len(tiles) <= STACK_ON_LOOP_TILES:
+            batch = _stack(tiles)
+        else:  # copying hundreds of tiles takes a while: keep the event loop free meanwhile
+            batch = await asyncio.get_running_loop().run_in_executor(None, _stack, tiles)
         started = time.monotonic()
         scores = await self.batcher.submit(batch, deadline=deadline)
         log.debug("scored %d images (%d inputs) in %.1f ms", len(images), len(tiles),

@@ -15,6 +15,9 @@ from stedq.v1 import quality_pb2 as pb
 from stedq.v1 import quality_pb2_grpc as pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["QualityService"].full_name
+# Requests bigger than this are decoded in a worker thread, so a huge upload does not stall the
+# event loop (and every other client) while its pixels are converted.
+DECODE_OFF_LOOP_BYTES = 4 << 20
 
 
 def decode_images(images, field: str = "images") -> list[np.ndarray]:
@@ -23,6 +26,12 @@ def decode_images(images, field: str = "images") -> list[np.ndarray]:
         raise InvalidInput(f"{field}: empty batch; send at least one image")
     return [decode_image(image.data, int(image.dtype), image.height, image.width, field=f"{field}[{index}]")
             for index, image in enumerate(images)]
+
+
+async def decode_images_async(images, field: str = "images") -> list[np.ndarray]:
+    if sum(len(image.data) for image in images) < DECODE_OFF_LOOP_BYTES:
+        return decode_images(images, field)
+    return await asyncio.get_running_loop().run_in_executor(None, decode_images, images, field)
 
 
 def to_proto(result: ImageScore) -> pb.ImageScore:
@@ -39,7 +48,7 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         try:
-            images = decode_images(request.images)
+            images = await decode_images_async(request.images)
         except InvalidInput as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         version = self.scorer.model_info.version
@@ -79,7 +88,7 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
     async def _answer(self, request: pb.ScoreStreamRequest, context) -> pb.ScoreStreamResponse:
         version = self.scorer.model_info.version
         try:
-            images = decode_images(request.images)
+            images = await decode_images_async(request.images)
             results = await self.scorer.score(images, deadline=deadline_of(context))
         except (InvalidInput, *SCORING_ERRORS) as exc:
             code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(exc, InvalidInput) else status_for(exc)

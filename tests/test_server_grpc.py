@@ -132,6 +132,15 @@ def test_bad_input_is_invalid_argument_naming_the_field(stub, case):
     assert message in error.value.details()
 
 
+def test_a_big_upload_is_decoded_and_checked_off_the_event_loop(stub):
+    pixels = np.full((1200, 1000), 0.5, np.float32)  # 4.8 MB: decoded in a worker thread
+    pixels[1100, 900] = np.nan
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Score(pb.ScoreRequest(images=[GOOD, pb_image(pixels)]), timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "images[1]: float32 image has 1 NaN/Inf pixel(s)" in error.value.details()
+
+
 def test_32_concurrent_clients_get_correct_answers_in_batches(stub, bundle, server):
     images = random_images(32, seed=9)
     expected = reference_scores(bundle, images)
