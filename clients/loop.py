@@ -79,7 +79,8 @@ def format_step(step: Step, best: float) -> str:
             f"bleach {step.bleaching:.3f}  label {step.label:.3f}  {step.seconds:.1f} s")
 
 
-def save_plot(path: Path, steps: list[Step], max_bleaching: float, score_name: str) -> Path:
+def save_plot(path: Path, steps: list[Step], max_bleaching: float, score_name: str,
+              initial_random: int = 0) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,6 +94,9 @@ def save_plot(path: Path, steps: list[Step], max_bleaching: float, score_name: s
     names = list(steps[0].parameters)
     figure, axes = plt.subplots(2 + len(names), 1, figsize=(8, 2.1 * (2 + len(names))), sharex=True,
                                 constrained_layout=True)
+    if initial_random:
+        axes[0].axvspan(0.5, min(initial_random, len(steps)) + 0.5, color="grey", alpha=0.12,
+                        label="random start")
     axes[0].plot(iterations, scores, "o", color="tab:blue", label=f"{score_name} of each acquisition")
     axes[0].plot(iterations, np.where(np.isfinite(best), best, np.nan), "-", color="tab:blue",
                  label="best within the bleaching budget")

@@ -17,10 +17,6 @@ def run(args) -> int:
     if args.iterations < 1:
         print("stedq loop: --iterations must be at least 1", file=sys.stderr)
         return 2
-    from stedq.training.data.microscope import PARAMETER_RANGES
-
-    optimizer = ThompsonOptimizer(axes_from_ranges(PARAMETER_RANGES), max_bleaching=args.max_bleaching,
-                                  seed=args.seed)
     client = None
     if args.score_source == "server":
         client = QualityClient.from_settings(settings)
@@ -30,6 +26,7 @@ def run(args) -> int:
         except QualityError as exc:
             print(f"stedq loop: cannot use the stedq server at {settings.server}: {exc}. "
                   "Start `stedq serve`, pass --server HOST:PORT, or try --score-source label.", file=sys.stderr)
+            client.close()
             return 3
         print(f"scoring with {info.name} {info.version} ({info.variant}) at {settings.server}")
 
@@ -39,6 +36,10 @@ def run(args) -> int:
         def score(image, info):
             return info["label"]
 
+    from stedq.training.data.microscope import PARAMETER_RANGES  # pysted: the `train` extra
+
+    optimizer = ThompsonOptimizer(axes_from_ranges(PARAMETER_RANGES), max_bleaching=args.max_bleaching,
+                                  seed=args.seed)
     best = [float("-inf")]
 
     def progress(step):
@@ -58,7 +59,8 @@ def run(args) -> int:
     recommendation = optimizer.recommendation()
     out = Path(args.out)
     plot = save_plot(out / "loop.png", steps, args.max_bleaching,
-                     "server score" if args.score_source == "server" else "expert label")
+                     "server score" if args.score_source == "server" else "expert label",
+                     optimizer.initial_random)
     data = save_json(out / "loop.json", steps, recommendation,
                      {"structure": args.structure, "seed": args.seed, "max_bleaching": args.max_bleaching,
                       "score_source": args.score_source, "server": settings.server})

@@ -9,6 +9,7 @@ al. (2018) used to tune STED acquisitions online.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -33,9 +34,16 @@ class Axis:
         return float((value - self.low) / (self.high - self.low))
 
 
+@functools.lru_cache(maxsize=4)
+def _factor(kernel_bytes: bytes, size: int) -> np.ndarray:
+    values, vectors = np.linalg.eigh(np.frombuffer(kernel_bytes).reshape(size, size))
+    return vectors * np.sqrt(np.clip(values, 0.0, None))
+
+
 @dataclass(frozen=True)
 class GaussianProcess:
-    """A squared-exponential GP on [0, 1]^d with fixed hyper-parameters (enough for a few dozen points)."""
+    """A squared-exponential GP on a fixed grid in [0, 1]^d, fixed hyper-parameters, observations at grid
+    points (enough for a loop of a few dozen acquisitions)."""
 
     length_scale: float = 0.3
     signal_sd: float = 0.25
@@ -45,66 +53,101 @@ class GaussianProcess:
         squared = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
         return self.signal_sd ** 2 * np.exp(-0.5 * squared / self.length_scale ** 2)
 
-    def posterior(self, x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and covariance at `grid` given observations y at x (prior mean: the observations' mean)."""
-        prior = float(y.mean()) if len(y) else 0.0
-        if len(y) == 0:
-            return np.full(len(grid), prior), self.kernel(grid, grid)
-        k_xx = self.kernel(x, x) + self.noise_sd ** 2 * np.eye(len(x))
-        k_gx = self.kernel(grid, x)
-        chol = np.linalg.cholesky(k_xx)
-        alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, y - prior))
-        v = np.linalg.solve(chol, k_gx.T)
-        return prior + k_gx @ alpha, self.kernel(grid, grid) - v.T @ v
+    def prior_factor(self, grid_kernel: np.ndarray) -> np.ndarray:
+        """F with F @ F.T = the prior covariance on the grid (eigen-decomposition: the RBF kernel on a
+        fine grid is too ill-conditioned for a plain Cholesky factor). Cached: it depends only on the grid."""
+        return _factor(grid_kernel.tobytes(), len(grid_kernel)).copy()
 
-    def sample(self, x, y, grid, rng: np.random.Generator) -> np.ndarray:
-        mean, cov = self.posterior(x, y, grid)
-        return rng.multivariate_normal(mean, cov, method="eigh")
+    def _solve(self, grid_kernel: np.ndarray, index: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        k_xx = grid_kernel[np.ix_(index, index)] + self.noise_sd ** 2 * np.eye(len(index))
+        return np.linalg.solve(k_xx, residual)
+
+    def mean_and_sd(self, grid_kernel: np.ndarray, index: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation at every grid point (prior mean: the observations' mean)."""
+        prior = float(y.mean())
+        k_gx = grid_kernel[:, index]
+        k_xx = grid_kernel[np.ix_(index, index)] + self.noise_sd ** 2 * np.eye(len(index))
+        chol = np.linalg.cholesky(k_xx)
+        v = np.linalg.solve(chol, k_gx.T)
+        mean = prior + k_gx @ np.linalg.solve(chol.T, np.linalg.solve(chol, y - prior))
+        variance = np.diag(grid_kernel) - (v ** 2).sum(0)
+        return mean, np.sqrt(np.clip(variance, 0.0, None))
+
+    def sample(self, grid_kernel: np.ndarray, factor: np.ndarray, index: np.ndarray, y: np.ndarray,
+               rng: np.random.Generator) -> np.ndarray:
+        """One function drawn from the posterior at every grid point, by Matheron's rule: a draw from the
+        prior, corrected by how it misses the (noisy) observations. Only an n×n system is solved per draw."""
+        prior = float(y.mean())
+        draw = factor @ rng.standard_normal(factor.shape[1])
+        noise = rng.normal(0.0, self.noise_sd, len(index))
+        correction = self._solve(grid_kernel, index, y - prior - draw[index] - noise)
+        return prior + draw + grid_kernel[:, index] @ correction
 
 
 class ThompsonOptimizer:
-    """suggest() -> parameters to acquire with; observe(parameters, score, bleaching) -> learn from it."""
+    """suggest() -> parameters to acquire with; observe(parameters, score, bleaching) -> learn from it.
+
+    The score is explored by Thompson sampling; the bleaching budget is treated cautiously: a point
+    counts as within budget when its posterior mean plus `caution` standard deviations is, so the loop
+    does not try out parameters likely to burn the sample just because a random draw said they might not.
+    Observations are placed at the nearest grid point (suggestions always are grid points). The first
+    suggestions are `initial_points` if given, then random grid points until `initial_random` are known.
+    """
 
     def __init__(self, axes: list[Axis], *, max_bleaching: float = 0.15, points_per_axis: int = 7,
-                 initial_random: int = 4, seed: int = 0,
+                 initial_random: int = 4, initial_points: list[dict[str, float]] | None = None,
+                 caution: float = 0.5, seed: int = 0,
                  score_gp: GaussianProcess | None = None, bleach_gp: GaussianProcess | None = None):
         self.axes = axes
         self.max_bleaching = max_bleaching
         self.initial_random = initial_random
+        # Where to start instead of random points, e.g. the microscope's current settings.
+        self.initial_points = list(initial_points or [])
+        self.caution = caution
         self.rng = np.random.default_rng(seed)
         ticks = np.linspace(0.0, 1.0, points_per_axis)
         self.grid = np.array(list(itertools.product(ticks, repeat=len(axes))))
         self.score_gp = score_gp or GaussianProcess(signal_sd=0.25, noise_sd=0.05)
         self.bleach_gp = bleach_gp or GaussianProcess(signal_sd=0.15, noise_sd=0.02)
-        self.x: list[np.ndarray] = []
+        # The grid never changes: its prior covariances (and a factor for prior draws) are computed once.
+        self._score_kernel = self.score_gp.kernel(self.grid, self.grid)
+        self._bleach_kernel = self.bleach_gp.kernel(self.grid, self.grid)
+        self._score_factor = self.score_gp.prior_factor(self._score_kernel)
+        self.index: list[int] = []
         self.scores: list[float] = []
         self.bleaching: list[float] = []
 
     def parameters(self, unit_point: np.ndarray) -> dict[str, float]:
         return {axis.name: axis.value(u) for axis, u in zip(self.axes, unit_point, strict=True)}
 
+    def _bleaching_bound(self) -> np.ndarray:
+        mean, sd = self.bleach_gp.mean_and_sd(self._bleach_kernel, np.array(self.index), np.array(self.bleaching))
+        return mean + self.caution * sd
+
+    def _pick(self, score: np.ndarray) -> dict[str, float]:
+        bleaching = self._bleaching_bound()
+        feasible = bleaching <= self.max_bleaching
+        index = int(np.argmax(np.where(feasible, score, -np.inf))) if feasible.any() else int(np.argmin(bleaching))
+        return self.parameters(self.grid[index])
+
     def suggest(self) -> dict[str, float]:
-        if len(self.x) < self.initial_random:
+        if len(self.index) < len(self.initial_points):
+            return dict(self.initial_points[len(self.index)])
+        if len(self.index) < self.initial_random:
             return self.parameters(self.grid[self.rng.integers(len(self.grid))])
-        x, grid = np.array(self.x), self.grid
-        score = self.score_gp.sample(x, np.array(self.scores), grid, self.rng)
-        bleach = self.bleach_gp.sample(x, np.array(self.bleaching), grid, self.rng)
-        feasible = bleach <= self.max_bleaching
-        index = int(np.argmax(np.where(feasible, score, -np.inf))) if feasible.any() else int(np.argmin(bleach))
-        return self.parameters(grid[index])
+        score = self.score_gp.sample(self._score_kernel, self._score_factor, np.array(self.index),
+                                     np.array(self.scores), self.rng)
+        return self._pick(score)
 
     def observe(self, parameters: dict[str, float], score: float, bleaching: float) -> None:
-        self.x.append(np.array([axis.unit(parameters[axis.name]) for axis in self.axes]))
+        point = np.array([axis.unit(parameters[axis.name]) for axis in self.axes])
+        self.index.append(int(np.argmin(((self.grid - point) ** 2).sum(1))))
         self.scores.append(float(score))
         self.bleaching.append(float(bleaching))
 
     def recommendation(self) -> dict[str, float]:
-        """The grid point with the best expected score among those expected to respect the budget."""
-        if not self.x:
+        """The grid point with the best expected score among those within the budget (cautiously, as above)."""
+        if not self.index:
             raise ValueError("no observations yet")
-        x = np.array(self.x)
-        score, _ = self.score_gp.posterior(x, np.array(self.scores), self.grid)
-        bleach, _ = self.bleach_gp.posterior(x, np.array(self.bleaching), self.grid)
-        feasible = bleach <= self.max_bleaching
-        index = int(np.argmax(np.where(feasible, score, -np.inf))) if feasible.any() else int(np.argmin(bleach))
-        return self.parameters(self.grid[index])
+        score, _ = self.score_gp.mean_and_sd(self._score_kernel, np.array(self.index), np.array(self.scores))
+        return self._pick(score)
