@@ -228,3 +228,13 @@ def test_sighup_reloads_and_sigterm_drains_under_load_losing_nothing(tmp_path):
     assert max(np.max(np.abs(c[4] - expected)) for c in calls if c[2] == "OK") <= 1e-6
     versions = [c[3] for c in calls if c[2] == "OK"]
     assert "v1" in versions and "v2" in versions
+
+
+def test_bad_settings_are_one_line_each(capsys, monkeypatch):
+    from stedq.cli import main
+
+    monkeypatch.setenv("STEDQ_MAX_BATCH_SIZE", "many")
+    assert main(["serve", "--port", "70000"]) == 2
+    err = capsys.readouterr().err
+    assert "--port / STEDQ_PORT = 70000: Input should be less than or equal to 65535" in err
+    assert "--max-batch-size / STEDQ_MAX_BATCH_SIZE = 'many'" in err and "Traceback" not in err
