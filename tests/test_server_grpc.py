@@ -226,3 +226,23 @@ def test_a_full_queue_answers_resource_exhausted(stub):
     assert refused is not None, "a 64-image request was done before a second request could arrive"
     assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "the queue is full" in refused.details()
+
+
+def test_requests_past_their_deadline_are_dropped_before_compute(stub, server):
+    before = scrape(server.server.metrics_port)
+    with ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        first = pool.submit(stub.Score, pb.ScoreRequest(images=[GOOD] * 64), timeout=120)
+        time.sleep(0.02)
+        try:
+            stub.Score(pb.ScoreRequest(images=[GOOD] * 2), timeout=0.2)  # queued behind 56 images
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as error:
+            code = error.code()
+        assert len(first.result().results) == 64
+        if time.monotonic() - started < 0.3:
+            pytest.skip("this machine scores 64 images faster than the deadline: nothing queues")
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    after = scrape(server.server.metrics_port)
+    computed = sample_value(after, "stedq_batch_size_sum") - sample_value(before, "stedq_batch_size_sum")
+    assert computed == 64  # the late request's 2 images never reached onnxruntime
