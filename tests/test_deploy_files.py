@@ -267,6 +267,8 @@ def test_kubernetes_deployment_matches_image_and_server():
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"] and sc["capabilities"]["drop"] == ["ALL"]
     assert container["resources"]["requests"] and container["resources"]["limits"]
+    # more onnxruntime threads than the CPU limit only adds throttling
+    assert int(config["STEDQ_INTRA_OP_THREADS"]) <= float(container["resources"]["limits"]["cpu"])
     # the drain fits: preStop + the server's grace period < the pod's termination grace period
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
     assert pre_stop + float(config["STEDQ_GRACE_PERIOD_S"]) < pod["terminationGracePeriodSeconds"]
