@@ -1,0 +1,136 @@
+"""A simulated STED microscope over one randomized sample: the only place stedq imports pysted.
+
+    scope = SimulatedMicroscope(structure="actin", seed=0)
+    image, info = scope.acquire(dwell_time_us=40, p_ex_uw=10, p_sted_mw=40)
+
+Repeated `acquire` calls image the same sample, which keeps the bleaching of earlier acquisitions.
+The optics, fluorophore, bleaching and detector are pysted's; the raster scan is `scan.py` (pysted's, one
+line at a time: ~30x faster). pysted pitfalls handled here: its detector re-seeds numpy's global
+generator (so every call gets its own seed and nothing of ours uses the global generator), powers must be
+floats, and its optics are computed once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+
+import numpy as np
+
+from stedq.training.data import label as expert
+from stedq.training.data import scan
+from stedq.training.data.structures import PIXEL_NM, random_datamap
+
+# Documented acquisition ranges (docs/data.md). Depletion 0 is a confocal image.
+PARAMETER_RANGES: dict[str, tuple[float, float]] = {
+    "dwell_time_us": (2.0, 100.0),
+    "p_ex_uw": (1.0, 40.0),
+    "p_sted_mw": (0.0, 150.0),
+}
+
+# EGFP-like fluorophore of pysted's own data generator (exp_data_gen.py), with two changes checked by eye
+# and by PSF width: a smaller stimulated-emission cross-section, so resolution improves over tens of mW
+# (not saturating at 3 mW), and the Oracz photobleaching constant k1 = 5e-14, so that high depletion
+# power and long dwell times bleach visibly (~15 % in one 50 us / 80 mW scan).
+FLUOROPHORE = {
+    "lambda_": 535e-9, "qy": 0.6,
+    "sigma_abs": {488: 1.15e-20, 575: 6e-21},
+    "sigma_ste": {560: 1.2e-21, 575: 7.0e-22, 580: 6.0e-22},
+    "sigma_tri": 1e-21, "tau": 3e-09, "tau_vib": 1.0e-12, "tau_tri": 5e-6,
+    "phy_react": {488: 0.25e-7, 575: 25.0e-11}, "k_isc": 0.26e+6,
+    "k1": 5e-14, "b": 1.4,
+}
+DETECTION_EFFICIENCY = 0.3   # photon collection (pysted default 0.1): counts like a modern STED detector
+ZERO_RESIDUAL = 0.01   # a real donut is not perfectly dark at its centre: limits signal loss at high power
+
+
+@functools.lru_cache(maxsize=1)
+def _pysted_microscope():
+    """pysted's microscope with its optics computed (about 2 s, once per process)."""
+    from pysted import base
+
+    microscope = base.Microscope(
+        base.GaussianBeam(488e-9),
+        base.DonutBeam(575e-9, zero_residual=ZERO_RESIDUAL, anti_stoke=False),
+        base.Detector(noise=True, background=0.0, pcef=DETECTION_EFFICIENCY),
+        base.Objective(),
+        base.Fluorescence(**FLUOROPHORE))
+    microscope.cache(PIXEL_NM * 1e-9)
+    return microscope
+
+
+@functools.lru_cache(maxsize=4096)
+def resolution_nm(p_ex_uw: float, p_sted_mw: float) -> float:
+    """FWHM of the effective PSF (excitation, depletion and detection together) at these powers."""
+    psf = _pysted_microscope().get_effective(PIXEL_NM * 1e-9, p_ex_uw * 1e-6, float(p_sted_mw) * 1e-3)
+    return expert.fwhm_nm(psf, PIXEL_NM)
+
+
+def _check_parameter(name: str, value: float) -> float:
+    low, high = PARAMETER_RANGES[name]
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if not low * 0.5 <= value <= high * 2 and not (name == "p_sted_mw" and value == 0):
+        raise ValueError(f"{name}={value} is far outside the simulated range {low}-{high}")
+    return value
+
+
+class SimulatedMicroscope:
+    """One randomized sample of `structure` ("actin" or "tubulin") under a simulated STED microscope."""
+
+    parameter_ranges = PARAMETER_RANGES
+
+    def __init__(self, structure: str = "actin", seed: int = 0, background_cps: float | None = None):
+        self.structure = structure
+        self.seed = int(seed)
+        # Our own generator (never numpy's global one, which pysted re-seeds on every call).
+        self.rng = np.random.default_rng([self.seed, zlib.crc32(structure.encode())])
+        molecules, self.source = random_datamap(structure, self.rng)
+        self.molecules_initial = int(molecules.sum())
+        # Detector background (counts/s before gating): some samples have more autofluorescence.
+        self.background_cps = float(self.rng.uniform(1e4, 8e4) if background_cps is None else background_cps)
+        i_ex, _, _ = _pysted_microscope().cache(PIXEL_NM * 1e-9)
+        self._pad = i_ex.shape[0] // 2   # molecules outside the field still see the PSF's edge: zeros
+        self.molecules = np.pad(molecules, self._pad)
+        self.acquisitions = 0
+
+    @property
+    def molecules_left(self) -> int:
+        return int(self.molecules.sum())
+
+    def acquire(self, dwell_time_us: float, p_ex_uw: float, p_sted_mw: float,
+                bleach: bool = True) -> tuple[np.ndarray, dict]:
+        """Image the sample once: (uint16 photon counts (224, 224), info with label and components)."""
+        dwell_time_us = _check_parameter("dwell_time_us", dwell_time_us)
+        p_ex_uw = _check_parameter("p_ex_uw", p_ex_uw)
+        p_sted_mw = _check_parameter("p_sted_mw", p_sted_mw)
+        scope = _pysted_microscope()
+        scope.detector.background = self.background_cps
+        call_seed = (self.seed * 7919 + self.acquisitions * 104729 + zlib.crc32(self.structure.encode())) % 2**31
+        before = self.molecules_left
+        intensity, left = scan.raster_scan(
+            scope, self.molecules, PIXEL_NM * 1e-9, dwell_time_us * 1e-6, p_ex_uw * 1e-6,
+            float(p_sted_mw) * 1e-3, bleach, self.rng)
+        counts = scan.detect(scope, intensity, dwell_time_us * 1e-6, call_seed)
+        if bleach:
+            self.molecules = left
+        self.acquisitions += 1
+        after = self.molecules_left
+        image = np.clip(counts, 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+        resolution = resolution_nm(round(p_ex_uw, 6), round(p_sted_mw, 6))
+        snr, signal, background = expert.image_snr(image)
+        bleaching = 1.0 - after / before if before else 0.0
+        clean = expert.expert_quality(resolution, snr, bleaching)
+        info = {
+            "structure": self.structure, "source": self.source, "seed": self.seed,
+            "acquisition": self.acquisitions, "dwell_time_us": dwell_time_us, "p_ex_uw": p_ex_uw,
+            "p_sted_mw": p_sted_mw, "resolution_nm": resolution, "snr": snr, "signal_counts": signal,
+            "background_counts": background, "bleaching": bleaching,
+            "bleached_fraction": 1.0 - after / self.molecules_initial if self.molecules_initial else 0.0,
+            "molecules": before, "background_cps": self.background_cps,
+            **expert.score_components(resolution, snr, bleaching),
+            "label_clean": clean, "label": expert.noisy_label(clean, self.rng),
+        }
+        return image, info

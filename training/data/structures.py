@@ -1,0 +1,122 @@
+"""Randomized STED samples ("datamaps"): molecule counts per 20 nm pixel on a 224x224 grid (4.48 um).
+
+- actin-like: axons whose actin forms rings every ~190 nm (the membrane-associated periodic skeleton
+  seen in the paper's hippocampal neurons); a ring seen from the side projects to a line across the axon,
+  denser at its edges.
+- tubulin-like: long, gently curved filaments (microtubules, ~25 nm thick) crossing the field.
+- pysted's own real-structure maps ("factin", "tubulin"), randomly flipped/rotated and rescaled, add the
+  irregularity of real samples to a share of the images.
+
+Molecule counts are kept low (a few thousand per field) because pysted's cost grows with them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PIXEL_NM = 20.0
+FIELD_PX = 224
+RING_PERIOD_NM = 190.0
+STRUCTURES = ("actin", "tubulin")
+REAL_MAP_SHARE = 0.2   # share of samples drawn from pysted's real-structure datamaps
+PYSTED_MAP_NAME = {"actin": "factin", "tubulin": "tubulin"}
+
+
+def _smooth_path(rng: np.random.Generator, n_points: int, step_px: float, turn_sd: float,
+                 start: np.ndarray | None = None, heading: float | None = None) -> np.ndarray:
+    """Points of a smooth random curve (correlated random walk of the heading), `step_px` apart."""
+    if start is None:
+        start = rng.uniform(0, FIELD_PX, size=2)
+    if heading is None:
+        heading = rng.uniform(0, 2 * np.pi)
+    # Heading changes are smoothed so the curve bends gently rather than jittering.
+    turns = np.convolve(rng.normal(0, turn_sd, n_points + 20), np.ones(20) / 20, mode="same")[:n_points]
+    headings = heading + np.cumsum(turns)
+    steps = step_px * np.stack([np.cos(headings), np.sin(headings)], axis=1)
+    return start + np.cumsum(steps, axis=0)
+
+
+def _through_field(rng: np.random.Generator, turn_sd: float, step_px: float = 1.0) -> np.ndarray:
+    """A curve that enters on one side of the field and crosses it (extended past both edges)."""
+    center = rng.uniform(0.2 * FIELD_PX, 0.8 * FIELD_PX, size=2)
+    heading = rng.uniform(0, 2 * np.pi)
+    n = int(2.0 * FIELD_PX / step_px)
+    forward = _smooth_path(rng, n, step_px, turn_sd, center, heading)
+    backward = _smooth_path(rng, n, step_px, turn_sd, center, heading + np.pi)
+    return np.concatenate([backward[::-1], center[None], forward])
+
+
+def _rasterize(points: np.ndarray) -> np.ndarray:
+    """Count molecules (continuous pixel coordinates) per pixel; molecules outside the field are dropped."""
+    grid = np.zeros((FIELD_PX, FIELD_PX), dtype=np.int64)
+    idx = np.floor(points).astype(np.int64)
+    inside = (idx >= 0).all(axis=1) & (idx < FIELD_PX).all(axis=1)
+    np.add.at(grid, (idx[inside, 0], idx[inside, 1]), 1)
+    return grid
+
+
+def actin_rings(rng: np.random.Generator) -> np.ndarray:
+    """1-2 axons with a periodic ring lattice (~190 nm), random width, bend, ring density and gaps."""
+    points = []
+    for _ in range(rng.choice([1, 1, 2])):
+        path = _through_field(rng, turn_sd=rng.uniform(0.002, 0.02))
+        width_px = rng.uniform(18, 40)                      # 360-800 nm axon diameter
+        period_px = rng.normal(RING_PERIOD_NM, 6) / PIXEL_NM
+        per_ring = rng.uniform(0.8, 2.0) * width_px         # molecules per ring
+        tangents = np.gradient(path, axis=0)
+        tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
+        normals = np.stack([-tangents[:, 1], tangents[:, 0]], axis=1)
+        phase = rng.uniform(0, period_px)
+        for k in np.arange(phase, len(path) - 1, period_px):
+            i = int(k)
+            if rng.random() < 0.08:                         # a missing ring, as in real lattices
+                continue
+            n = rng.poisson(per_ring * rng.uniform(0.6, 1.4))
+            # A ring seen from the side: x = r sin(theta) is densest at the membrane edges.
+            across = 0.5 * width_px * np.sin(rng.uniform(-np.pi / 2, np.pi / 2, n))
+            along = rng.normal(0, 0.6, n)                   # ~25 nm ring thickness
+            points.append(path[i] + across[:, None] * normals[i] + along[:, None] * tangents[i])
+        # Sparse actin between the rings (and the axon's faint outline).
+        n_between = rng.poisson(0.25 * len(path) * width_px / period_px)
+        t = rng.integers(0, len(path), n_between)
+        across = 0.5 * width_px * rng.uniform(-1, 1, n_between)
+        points.append(path[t] + across[:, None] * normals[t])
+    return _rasterize(np.concatenate(points))
+
+
+def tubulin_filaments(rng: np.random.Generator) -> np.ndarray:
+    """3-10 gently curved filaments crossing the field, with labelling density varying along them."""
+    points = []
+    for _ in range(rng.integers(3, 11)):
+        path = _through_field(rng, turn_sd=rng.uniform(0.005, 0.04), step_px=0.5)
+        density = rng.uniform(0.8, 2.2)                     # molecules per pixel of length
+        keep = rng.random(len(path)) < density * 0.5
+        segment = path[keep]
+        jitter = rng.normal(0, 0.5, segment.shape)          # ~25 nm microtubule diameter
+        points.append(segment + jitter)
+    return _rasterize(np.concatenate(points))
+
+
+def pysted_real_map(structure: str, rng: np.random.Generator) -> np.ndarray:
+    """One of pysted's real-structure datamaps, flipped/rotated, scaled to a few thousand molecules."""
+    from pysted.data.loader import DatamapLoader
+
+    maps = DatamapLoader(PYSTED_MAP_NAME[structure])
+    base = maps[int(rng.integers(len(maps)))]
+    base = np.rot90(base, int(rng.integers(4)))
+    if rng.random() < 0.5:
+        base = base[:, ::-1]
+    total = rng.uniform(2500, 5000)
+    expected = base / max(float(base.sum()), 1e-9) * total
+    return rng.poisson(expected).astype(np.int64)
+
+
+def random_datamap(structure: str, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """(molecule counts, source) for one randomized sample of `structure`."""
+    if structure not in STRUCTURES:
+        raise ValueError(f"unknown structure {structure!r}; choose one of {', '.join(STRUCTURES)}")
+    if rng.random() < REAL_MAP_SHARE:
+        return pysted_real_map(structure, rng), f"pysted-{PYSTED_MAP_NAME[structure]}"
+    if structure == "actin":
+        return actin_rings(rng), "synthetic-rings"
+    return tubulin_filaments(rng), "synthetic-filaments"
