@@ -1,0 +1,87 @@
+"""stedq evaluate on a tiny real run: regression metrics, the simulated user study vs the random baseline,
+unseen data, human records, the report files, and the monotonicity check on the simulated microscope."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stedq.training.checkpoint import load_checkpoint
+from stedq.training.evaluate import EvalOptions, EvaluationError, evaluate
+from stedq.training.metrics import per_bin_metrics, regression_metrics
+from stedq.training.train import Dataset, train
+from stedq.training.userstudy import TesterRecord, read_records_csv, write_records_csv
+from tests.test_training_train import PNG, config, tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("evalrun")
+    train(tiny_dataset(n=20), out, config(epochs=1))
+    return out
+
+
+def test_regression_metrics_by_hand():
+    m = regression_metrics([0.1, 0.5, 0.7, 0.9], [0.0, 0.4, 0.8, 1.0])
+    assert m["rmse"] == pytest.approx(0.1) and m["mae"] == pytest.approx(0.1)
+    assert m["spearman"] == pytest.approx(1.0) and m["n"] == 4
+    assert regression_metrics([0.5, 0.5, 0.5], [0.1, 0.2, 0.3])["spearman"] is None  # constant: undefined
+    bins = per_bin_metrics([0.1, 0.5, 0.7, 0.9], [0.0, 0.4, 0.8, 1.0])
+    assert [b["n"] for b in bins] == [1, 0, 1, 0, 2] and bins[1]["rmse"] is None
+    with pytest.raises(ValueError, match="3 predictions for 2 targets"):
+        regression_metrics([0.1, 0.2, 0.3], [0.1, 0.2])
+
+
+def test_evaluate_writes_the_paper_report(run_dir, tmp_path):
+    ds = tiny_dataset(n=20)
+    ds.labels_clean = np.clip(ds.labels + 0.01, 0, 1)
+    unseen = tiny_dataset(n=8, seed=5)
+    unseen.path = "other"
+    human = tmp_path / "human.csv"
+    write_records_csv([TesterRecord("ann", "img000", "network", 0.3, 0.35, "equal"),
+                       TesterRecord("ann", "img001", "random", 0.3, 0.9, "target")], human)
+    results = evaluate(run_dir, ds, {"unseen-set": unseen},
+                       EvalOptions(testers=3, monotonic_samples=0, records=[human]), out=tmp_path / "ev")
+    out = tmp_path / "ev"
+    for png in ("scatter.png", "study_tpe.png", "human_study_tpe.png"):
+        assert (out / png).read_bytes()[:8] == PNG, png
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["metrics"]["n"] == 2 and metrics["unseen"]["unseen-set"]["metrics"]["n"] == 8
+    assert metrics["simulated_study"]["true_quality"] == "noise-free virtual-expert quality"
+    assert set(metrics["simulated_study"]["tables"]) == {"network", "random"}
+    records = read_records_csv(out / "study_records.csv")
+    assert len(records) == 3 * 2 * 2                      # testers x systems x test images
+    assert {r.target for r in records} <= {float(f"{t:.6g}") for t in ds.labels}
+    report = (out / "report.md").read_text()
+    for heading in ("## Test split (held out)", "## Unseen: unseen-set", "## User study with simulated testers",
+                    "## User study: human tester records", "| confusion C |"):
+        assert heading in report
+    assert "Monotonicity" not in report
+    # the checkpoint now carries the test metrics (what the exported bundle reports)
+    assert load_checkpoint(run_dir)["metrics"]["test"] == results["test"]["metrics"]
+
+
+def test_evaluate_refuses_other_data(run_dir, tmp_path):
+    other = Dataset(np.zeros((12, 224, 224), np.float32), np.zeros(12, np.float32),
+                    [f"x{i}" for i in range(12)], path="other")
+    with pytest.raises(EvaluationError, match="not in the dataset.*--data"):
+        evaluate(run_dir, other, {}, EvalOptions(monotonic_samples=0), out=tmp_path)
+
+
+def test_monotonicity_series_on_the_simulated_microscope():
+    from stedq.training.monotonicity import check_monotonicity, monotonicity_markdown
+
+    # a stand-in scorer that is not the network: mean photon count / 10 (falls with dwell; rises without
+    # depletion, since the donut no longer quenches the fluorescence)
+    result = check_monotonicity(lambda images: images.reshape(len(images), -1).mean(axis=1) / 10.0,
+                                samples=1, progress=False, depletion_mw=(40.0, 0.0), dwell_us=(60.0, 6.0),
+                                repeats=1)
+    assert set(result) == {"depletion", "dwell", "bleaching"}
+    for axis in result.values():
+        assert axis["mean_label_clean"][0] > axis["mean_label_clean"][-1]   # the virtual expert agrees
+        assert len(axis["mean_score"]) == len(axis["levels"]) == 2
+    assert result["dwell"]["mean_decreasing"] is True
+    assert result["depletion"]["mean_decreasing"] is False
+    assert "| dwell | 60 µs → 6 µs |" in monotonicity_markdown(result)
