@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 SYSTEMS = (NETWORK, RANDOM)
 NAME_COLUMNS = ("image_id", "image", "name", "file", "path")
 SCORE_COLUMNS = ("prediction", "score")
+SCORE_IN_NAME = re.compile(r"^(?P<name>.+)-(?P<score>[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)$")   # <name>-<score>
 
 
 @dataclass
@@ -45,7 +47,7 @@ def load_images(folder: Path) -> LabelledImages:
     if not folder.is_dir():
         raise store.StudyError(f"{folder}: no such folder of labelled images")
     try:
-        ds = load_labelled_folder(folder)
+        ds = load_labelled_folder(folder, size=None)   # any size: testers judge the image as acquired
     except (ValueError, OSError) as exc:
         raise store.StudyError(f"{folder}: cannot use these images: {exc}") from None
     if len(ds.names) == 0:
@@ -62,6 +64,13 @@ def _keys(value: str) -> list[str]:
     value = value.strip()
     path = Path(value)
     return list(dict.fromkeys([value, path.name, path.stem]))
+
+
+def _image_keys(name: str, path: Path) -> list[str]:
+    """What a CSV row may call an image: its name, file name, stem, or the stem without "-<score>"."""
+    keys = [name, path.name, path.stem]
+    match = SCORE_IN_NAME.match(path.stem)
+    return keys + [match["name"]] if match else keys
 
 
 def read_predictions_csv(path: Path, names: Sequence[str], paths: Sequence[Path],
@@ -98,14 +107,14 @@ def read_predictions_csv(path: Path, names: Sequence[str], paths: Sequence[Path]
                 scores.setdefault(key, score)
     result, missing = [], []
     for name, image_path in zip(names, paths, strict=True):
-        key = next((k for k in (name, image_path.name, image_path.stem) if k in scores), None)
+        key = next((k for k in _image_keys(name, image_path) if k in scores), None)
         if key is None:
             missing.append(name)
         result.append(scores.get(key, np.nan) if key else np.nan)
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise store.StudyError(f"{path}: no prediction for {len(missing)} of {len(names)} images ({shown}); "
-                               f"rows are matched on the image's name, file name or path")
+                               "rows are matched on the image's name, file name, path, or name without '-<score>'")
     return np.asarray(result, dtype=np.float64)
 
 

@@ -37,8 +37,9 @@ def test_simulated_testers_run_create_answer_export_report(tmp_path, data, capsy
     assert len(rows) == 3 * 2 * N_IMAGES                         # 3 testers x 2 systems x 5 images
     assert {r["tester"] for r in rows} == {"sim1", "sim2", "sim3"}
     assert {r["system"] for r in rows} == {"network", "random"}
-    labels = {f"img{i:02d}": (i + 0.5) / N_IMAGES for i in range(N_IMAGES)}
-    assert all(abs(float(r["target"]) - labels[r["image_id"]]) < 1e-3 for r in rows)
+    # image ids are the file stems (<name>-<score>): the records keep the label they were judged with
+    assert all(abs(float(r["target"]) - float(r["image_id"].rsplit("-", 1)[1])) < 1e-6 for r in rows)
+    assert {r["image_id"] for r in rows} == {p.stem for p in folder.glob("*.tiff")}
     report = (study / "report" / "report.md").read_text()
     assert "| network | 0.0–0.2 |" in report and "| random | 0.0–0.2 |" in report and "confusion C" in report
     assert (study / "report" / "tpe.png").read_bytes()[:4] == b"\x89PNG"
@@ -100,7 +101,8 @@ def write(path, text):
 @pytest.mark.parametrize("case,message", [
     ("no-folder", "no such folder of labelled images"),
     ("empty-folder", "cannot use these images"),
-    ("missing-prediction", "no prediction for 1 of 5 images (img04)"),
+    ("no-labels", "missing label"),
+    ("missing-prediction", "no prediction for 1 of 5 images (img04-0.9)"),
     ("bad-columns", "needs an image column"),
     ("bad-score", "line 3: score must be a number in [0, 1], got '1.7'"),
     ("no-csv", "cannot read predictions"),
@@ -118,6 +120,9 @@ def test_create_errors_say_what_is_wrong(tmp_path, data, capsys, case, message):
     elif case == "empty-folder":
         (tmp_path / "empty").mkdir()
         args[3] = tmp_path / "empty"
+    elif case == "no-labels":
+        for path in folder.glob("*.tiff"):
+            path.rename(path.with_name(path.stem.rsplit("-", 1)[0] + ".tiff"))
     elif case == "missing-prediction":
         lines = predictions.read_text().splitlines()
         args[5] = write(tmp_path / "p.csv", "\n".join(lines[:-1]) + "\n")
