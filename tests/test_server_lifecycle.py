@@ -125,6 +125,31 @@ def test_start_up_errors_say_what_is_wrong(overrides, message):
     assert message in str(error.value)
 
 
+def test_a_model_that_does_not_score_in_0_1_fails_the_self_test(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(  # -mean(image): a valid ONNX model, but not a quality score
+        [helper.make_node("Flatten", ["image"], ["flat"], axis=1),
+         helper.make_node("ReduceMean", ["flat"], ["mean"], axes=[1], keepdims=1),
+         helper.make_node("Neg", ["mean"], ["score"])],
+        "not_quality", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 1, 224, 224])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["n", 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    helper.set_model_props(model, {"name": "negative", "version": "1"})
+    onnx.save(model, tmp_path / "negative.onnx")
+
+    async def start():
+        server = StedqServer(server_settings(tmp_path / "negative.onnx"))
+        try:
+            await server.start()
+        finally:
+            await server.stop(0)
+
+    with pytest.raises(StartupError, match=r"self-test: .*negative.onnx scored the built-in image -0\.\d+"):
+        asyncio.run(start())
+
+
 def test_port_in_use_is_a_clear_error():
     with ThreadedServer(server_settings(model_bundle())) as running:
         async def start():
