@@ -122,6 +122,8 @@ def clean_labels(folder: Path, data: LabelledImages) -> list[float | None]:
     """The noise-free quality of each image where the folder knows it (`stedq data synth` writes it as
     label_clean in labels.csv); the simulated testers perceive it instead of the noisy label."""
     labels_csv = Path(folder) / "labels.csv"
+    if not labels_csv.is_file():
+        return [None] * len(data.names)
     try:
         with labels_csv.open(newline="") as handle:
             if "label_clean" not in (csv.DictReader(handle).fieldnames or []):
