@@ -24,7 +24,7 @@ import numpy as np
 
 from stedq.server.batching import DynamicBatcher
 from stedq.server.engine import Engine, EngineError, EngineInfo
-from stedq.server.images import InvalidInput
+from stedq.server.images import InvalidInput, demo_image
 from stedq.server.metrics import Metrics
 from stedq.settings import Settings
 
@@ -133,6 +133,11 @@ class Scorer:
             def load() -> Engine:
                 engine = Engine.from_settings(self.settings, model)
                 engine.warm_up((1, self.settings.max_batch_size))
+                info = engine.info
+                score = float(engine.run(demo_image(info.input_height)[None, None])[0])
+                if not 0.0 <= score <= 1.0:  # same self-test as at start-up
+                    raise EngineError(f"self-test: {info.path} scored the built-in image {score}, which is "
+                                      f"not a quality score in [0, 1]")
                 return engine
 
             try:
