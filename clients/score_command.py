@@ -138,26 +138,37 @@ def run(args) -> int:
         min_height, min_width = info.input_height or 1, info.input_width or 1
         from tqdm import tqdm
 
-        for path in tqdm(files, desc="scoring", unit="file", disable=None, file=sys.stderr):
-            try:
-                frames = read_frames(path)
-            except ReadError as exc:
-                rows.append(Row(file=exc.path, error=exc.problem))
-                continue
-            usable = []
-            for frame in frames:
-                height, width = frame.image.shape
-                if height < min_height or width < min_width:
-                    rows.append(_row(frame, error=f"image is {height}x{width}; the model needs at least "
-                                                  f"{min_height}x{min_width}"))
-                else:
-                    usable.append(frame)
-            try:
-                score_frames(client, usable, args.batch_size, map_dir, rows)
-            except QualityError as exc:
-                print(f"stedq score: {server_hint(exc, settings.server)}", file=sys.stderr)
-                _report(rows, args, settings.server, info)
-                return EXIT_SERVER
+        # Frames of consecutive files share requests (one file per request would leave the server's
+        # batching idle); an error row flushes the pending frames first, so rows stay in input order.
+        pending: list[Frame] = []
+
+        def flush() -> None:
+            score_frames(client, pending, args.batch_size, map_dir, rows)
+            pending.clear()
+
+        try:
+            for path in tqdm(files, desc="scoring", unit="file", disable=None, file=sys.stderr):
+                try:
+                    frames = read_frames(path)
+                except ReadError as exc:
+                    flush()
+                    rows.append(Row(file=exc.path, error=exc.problem))
+                    continue
+                for frame in frames:
+                    height, width = frame.image.shape
+                    if height < min_height or width < min_width:
+                        flush()
+                        rows.append(_row(frame, error=f"image is {height}x{width}; the model needs at least "
+                                                      f"{min_height}x{min_width}"))
+                        continue
+                    pending.append(frame)
+                    if len(pending) >= args.batch_size:
+                        flush()
+            flush()
+        except QualityError as exc:
+            print(f"stedq score: {server_hint(exc, settings.server)}", file=sys.stderr)
+            _report(rows, args, settings.server, info)
+            return EXIT_SERVER
     finally:
         client.close()
     return _report(rows, args, settings.server, info)
