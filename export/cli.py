@@ -83,12 +83,14 @@ def run(args: argparse.Namespace) -> int:
                 print(f"note: the checkpoint's dataset {data} is not here; give --data to build variants",
                       file=sys.stderr)
                 data = None
-            test_source = args.test_data or data
-            calibration_source = args.calibration_data or data
-            if test_source:
-                test = load_images(test_source, "test", limit=args.test_images)
-            if calibration_source and "int8" in variants:
-                calibration = load_images(calibration_source, "train", limit=args.calibration_images)
+            # From the training dataset, take the checkpoint's own split (names recorded by `stedq train`).
+            split = (checkpoint.get("data") or {}).get("split") or {}
+            if args.test_data or data:
+                test = load_images(args.test_data or data, "test", limit=args.test_images,
+                                   names=None if args.test_data else split.get("test"))
+            if (args.calibration_data or data) and "int8" in variants:
+                calibration = load_images(args.calibration_data or data, "train", limit=args.calibration_images,
+                                          names=None if args.calibration_data else split.get("train"))
 
         options = ExportOptions(
             name=args.name,

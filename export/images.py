@@ -1,8 +1,9 @@
 """Images for INT8 calibration and the accuracy gate: float32 (N, 224, 224) in [0, 1].
 
-A labelled dataset folder (`stedq data synth` output, read by stedq.training.data) gives its train
-and test splits; any other folder is read as plain image files (.tif/.tiff/.png/.npy), rescaled like
-the server does (uint8 / 255, uint16 / 65535; floats must already be in [0, 1]).
+A labelled dataset folder (`stedq data synth` output, read by stedq.training.data) gives the images
+of the checkpoint's train and test splits (by name, as `stedq train` recorded them); any other folder
+is read as plain image files (.tif/.tiff/.png/.npy), rescaled like the server does (uint8 / 255,
+uint16 / 65535; floats must already be in [0, 1]).
 """
 
 from __future__ import annotations
@@ -19,25 +20,25 @@ IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".npy"}
 _SCALE = {np.dtype("uint8"): 255.0, np.dtype("uint16"): 65535.0}
 
 
-def _labelled_split(folder: Path, split: str) -> np.ndarray | None:
-    """The split's images of a labelled dataset folder, or None when `folder` is not one."""
-    try:
-        from stedq.training.data import load_labelled_folder
-    except ImportError:
+def _labelled_split(folder: Path, names: list[str] | None) -> np.ndarray | None:
+    """Images of a labelled dataset folder (those in `names` when given), or None when `folder` is not one."""
+    from stedq.training.data import DatasetError, check_labelled_folder, load_labelled_folder
+
+    report = check_labelled_folder(folder, read_images=False)
+    if not report.entries:   # no labelled images at all: read the folder as plain image files
         return None
     try:
         dataset = load_labelled_folder(folder)
-    except Exception:   # not a labelled dataset: read it as plain images
-        return None
-    images = np.asarray(dataset.images, np.float32)
-    splits = getattr(dataset, "splits", None) or getattr(dataset, "split", None)
-    if splits is not None and not isinstance(splits, dict):
-        mask = np.asarray(splits) == split
-        if mask.any():
-            images = images[mask]
-    elif isinstance(splits, dict) and split in splits:
-        images = images[np.asarray(splits[split], dtype=int)]
-    return images
+    except DatasetError as exc:
+        raise ExportError(f"{folder}: {exc}") from None
+    if names is None:
+        return np.asarray(dataset.images, np.float32)
+    index = {name: i for i, name in enumerate(dataset.names)}
+    missing = [name for name in names if name not in index]
+    if missing:
+        raise ExportError(f"{folder}: {len(missing)} image(s) of the checkpoint's split are not in this dataset, "
+                          f"e.g. {missing[0]!r}: give the data the model was trained on (--data)")
+    return np.asarray(dataset.images[[index[name] for name in names]], np.float32)
 
 
 def _read_file(path: Path) -> np.ndarray:
@@ -67,15 +68,18 @@ def _read_file(path: Path) -> np.ndarray:
     return array
 
 
-def load_images(folder: str | Path, split: str, limit: int | None = None, seed: int = 0) -> np.ndarray:
-    """float32 (N, 224, 224) from a labelled dataset's `split` or a folder of image files.
+def load_images(folder: str | Path, split: str, names: list[str] | None = None, limit: int | None = None,
+                seed: int = 0) -> np.ndarray:
+    """float32 (N, 224, 224) in [0, 1] for `split` ("train" or "test").
 
+    A labelled dataset folder gives the images listed in `names` (the checkpoint's split), or all of
+    them; any other folder gives its `split` subfolder's image files if it has one, else all its files.
     With `limit`, a random subset (fixed seed) of at most `limit` images.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ExportError(f"{folder}: no such folder (expected a dataset or a folder of images)")
-    images = _labelled_split(folder, split)
+    images = _labelled_split(folder, names)
     if images is None:
         root = folder / split if (folder / split).is_dir() else folder
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

@@ -183,7 +183,8 @@ def _manifest(checkpoint: dict[str, Any], options: ExportOptions, parity: dict[s
               variants: list[str]) -> Manifest:
     norm = checkpoint["normalization"]
     training: dict[str, Any] = {
-        "data": _json_safe(checkpoint.get("data", {})),
+        # the split's image names stay in the run folder: thousands of names would bloat every model file
+        "data": _json_safe({k: v for k, v in (checkpoint.get("data") or {}).items() if k != "split"}),
         "config": _json_safe(checkpoint.get("config", {})),
         "epoch": checkpoint.get("epoch"),
         "checkpoint": Path(str(checkpoint.get("path", ""))).name,
