@@ -124,7 +124,7 @@ def load_dataset(path: Path):
 
 
 def _clean_labels_from_csv(folder: Path, names: list[str]):
-    """Noise-free labels from the synthetic generator's labels.csv (columns name, label_clean), if any."""
+    """Noise-free labels from the synthetic generator's labels.csv (columns file/name, label_clean), if any."""
     import csv
 
     table = Path(folder) / "labels.csv"
@@ -132,9 +132,14 @@ def _clean_labels_from_csv(folder: Path, names: list[str]):
         return None
     with table.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        if not {"name", "label_clean"} <= set(reader.fieldnames or []):
+        columns = set(reader.fieldnames or [])
+        if "label_clean" not in columns or not columns & {"file", "name"}:
             return None
-        clean = {row["name"]: row["label_clean"] for row in reader}
+        clean = {}
+        for row in reader:  # the loader names an image by its file's stem
+            for key in (Path(row.get("file") or "").stem, row.get("name")):
+                if key:
+                    clean.setdefault(key, row["label_clean"])
     try:
         return [float(clean[name]) for name in names]
     except (KeyError, ValueError):

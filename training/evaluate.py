@@ -189,12 +189,10 @@ def evaluate(run: str | Path, ds, unseen: dict[str, object], options: EvalOption
 
 
 def counts_to_unit(images: np.ndarray) -> np.ndarray:
-    """Raw uint16 acquisitions -> [0, 1] the way the dataset loader and the server do it."""
-    try:
-        from stedq.training.data import to_unit_range as convert  # the loader's own rule, when it has one
-    except ImportError:
-        return (np.asarray(images, dtype=np.float32) / 65535.0).astype(np.float32)
-    return np.stack([convert(image) for image in images]).astype(np.float32)
+    """Raw uint16 acquisitions -> [0, 1] the way the dataset loader (and the server) do it."""
+    from stedq.training.data.loader import rescale_by_dtype
+
+    return np.stack([rescale_by_dtype(image) for image in images]).astype(np.float32)
 
 
 def report_markdown(results: dict, test_md: str, study_md: str, human_md: str, mono_md: str) -> str:
