@@ -19,8 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
+import onnxruntime as ort
 import pytest
 
+from stedq.bundle import read_manifest, variant_path
 from stedq.kserve import grpc_service_pb2 as pb
 from stedq.kserve import grpc_service_pb2_grpc as pb_grpc
 from stedq.server.images import demo_image
@@ -31,7 +33,6 @@ from tests.server_support import (
     copy_bundle,
     model_bundle,
     read_version,
-    reference_scores,
     sample_value,
     scrape,
     server_settings,
@@ -67,7 +68,9 @@ def stub(server):
 @pytest.fixture(scope="module")
 def reference(bundle):
     """In-process onnxruntime on the same file: float32 (N, [1,] 224, 224) in [0, 1] -> (N,) scores."""
-    return lambda batch: reference_scores(bundle, np.asarray(batch, np.float32).reshape(-1, SIZE, SIZE))
+    manifest = read_manifest(bundle)
+    session = ort.InferenceSession(str(variant_path(bundle, manifest, "fp32")), providers=["CPUExecutionProvider"])
+    return lambda batch: session.run(None, {"image": np.asarray(batch, np.float32).reshape(-1, 1, SIZE, SIZE)})[0].reshape(-1)
 
 
 def sted_images(n: int, seed: int = 0) -> np.ndarray:
