@@ -88,6 +88,7 @@ def main() -> None:
         "unknown_model": status_of(infer(fp32, model_name="no-such-model")),
         "wrong_version": status_of(infer(fp32, version="999")),
         "unknown_model_metadata": status_of(lambda: client.get_model_metadata("no-such-model")),
+        "model_config": status_of(lambda: client.get_model_config(model)),  # Triton-only RPC
         "wrong_byte_length": status_of(infer(fp32[:, :, :100], shape=fp32.shape)),
         "wrong_shape": status_of(infer(fp32[:, :, :100, :100])),
         "out_of_range": status_of(infer(fp32 * 2.0)),

@@ -162,6 +162,7 @@ def test_tritonclient_interop(server, reference, version, tmp_path):
         assert errors[case]["status"] == "StatusCode.NOT_FOUND", (case, errors[case])
     assert "no-such-model" in errors["unknown_model"]["message"]
     assert "999" in errors["wrong_version"]["message"]
+    assert errors["model_config"]["status"] == "StatusCode.UNIMPLEMENTED"
     for case, fragment in [("wrong_byte_length", "raw_input_contents"), ("wrong_shape", "224x224"),
                            ("out_of_range", "[0, 1]"), ("bad_datatype", "FP64"), ("unknown_output", "'nope'")]:
         assert errors[case]["status"] == "StatusCode.INVALID_ARGUMENT", (case, errors[case])
