@@ -7,9 +7,12 @@ from __future__ import annotations
 import copy
 import fnmatch
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -350,3 +353,19 @@ def test_serving_code_runs_with_only_the_serve_extra():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
     assert out.returncode == 0, out.stderr
     assert "--max-batch-size" in out.stdout
+
+
+def test_cpu_build_stage_check_passes_from_its_workdir(tmp_path):
+    # The build stage runs its import check in WORKDIR /src, next to the copied sources: it must test the
+    # installed package (python -I), not ./stedq, whose sub-packages live in other folders.
+    build = image_config(DOCKERFILES["cpu"]).instructions
+    workdir = [v for i, v in build if i == "WORKDIR"][0]
+    assert workdir == "/src"
+    shutil.copytree(REPO_ROOT / "stedq", tmp_path / "stedq", ignore=shutil.ignore_patterns("models"))
+    checks = [part.strip() for i, v in build if i == "RUN" and "pip install" in v
+              for part in v.split("&&") if part.strip().startswith("python")]
+    assert checks, "the build stage should check its install"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for check in checks:
+        out = subprocess.run(["bash", "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, f"{check}\n{out.stderr}"
