@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
+import onnxruntime
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -183,8 +184,9 @@ def test_metrics_follow_the_contract(server, stub):
     assert {labels["le"] for labels, _ in samples["stedq_batch_size_bucket"]} >= {"1.0", "32.0", "128.0"}
     (labels, value), = samples["stedq_model_info"]
     info = server.server.scorer.model_info
-    assert value == 1 and labels == {"name": info.name, "version": info.version, "variant": "fp32",
-                                     "provider": "CPUExecutionProvider", "device": "cpu"}
+    assert value == 1 and labels == {"name": info.name, "version": info.version, "variant": info.variant,
+                                     "provider": info.providers[0], "device": info.device}
+    assert labels["provider"] == ("CUDAExecutionProvider" if info.device == "cuda" else "CPUExecutionProvider")
     assert sample_value(samples, "stedq_requests_total", method="GetModelInfo", code="OK") >= 1
     assert samples["stedq_in_flight_requests"][0][1] == 0 and samples["stedq_queue_depth"][0][1] == 0
 
@@ -192,10 +194,13 @@ def test_metrics_follow_the_contract(server, stub):
 def test_model_info_describes_the_served_bundle(stub, bundle):
     info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
     assert (info.version, info.input_height, info.input_width) == (read_version(bundle), 224, 224)
-    assert list(info.providers) == ["CPUExecutionProvider"] and info.device == "cpu" and info.variant == "fp32"
     assert info.max_batch_size == 8 and info.tile_stride == 112
     assert len(info.normalization_mean) == 1 and len(info.normalization_std) == 1
-    assert "CUDA" in info.metadata["device_note"]  # --device auto fell back to the CPU and says so
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():  # a GPU machine (STEDQ_DEVICE)
+        assert info.providers[-1] == "CPUExecutionProvider" and info.device in {"cuda", "cpu"}
+    else:
+        assert list(info.providers) == ["CPUExecutionProvider"] and info.device == "cpu" and info.variant == "fp32"
+        assert "CUDA" in info.metadata["device_note"]  # --device auto fell back to the CPU and says so
 
 
 def test_health_serving_and_reflection_lists_every_service(channel):
