@@ -247,3 +247,29 @@ def test_simulated_testers_perceive_the_clean_quality_when_the_folder_has_it(tmp
     with (tmp_path / "s" / "records.csv").open() as handle:
         choices = [r["choice"] for r in csv.DictReader(handle)]
     assert len(choices) == 3 * N_IMAGES and choices.count("prediction") >= 0.8 * len(choices)
+
+
+def test_report_counts_what_the_testers_answered(tmp_path, data, capsys):
+    """Known answers -> known tables: one tester always says "equal" (C = 1, no D), another always
+    clicks the side holding the prediction (C = 0, D = 1)."""
+    from stedq.study.create import create_study
+
+    folder, predictions = data
+    tokens = create_study(tmp_path / "s", folder, str(predictions), testers=["eq", "pred"])
+    conn = store.connect(tmp_path / "s")
+    for name, token in tokens.items():
+        tester_id = store.tester_by_token(conn, token)["id"]
+        while (trial := store.current_trial(conn, tester_id)) is not None:
+            answer = "equal" if name == "eq" else ("A" if trial["a_is"] == "prediction" else "B")
+            store.record_answer(conn, tester_id, trial["position"], answer)
+    conn.close()
+    code, _, _ = run(capsys, "report", tmp_path / "s")
+    assert code == 0
+    tables = json.loads((tmp_path / "s" / "report" / "tables.json").read_text())
+    for system in ("network", "random"):
+        rows = [r for r in tables[system] if r["has_data"]]
+        assert sum(r["E"] for r in rows) == N_IMAGES and sum(r["P"] for r in rows) == N_IMAGES
+        assert sum(r["T"] for r in rows) == 0
+        for r in rows:   # per bin, over the two testers: C is 1 and 0 -> 0.5 ± 0.5; D only from "pred"
+            assert (r["confusion_mean"], r["confusion_std"]) == (0.5, 0.5)
+            assert (r["domination_mean"], r["domination_std"]) == (1.0, 0.0)
