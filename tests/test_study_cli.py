@@ -217,6 +217,7 @@ def test_serve_command_binds_localhost_prints_links_and_serves(tmp_path, data):
             link = found.group(1) if found else None
         assert link, "".join(lines)
         assert "serving on 127.0.0.1:" in "".join(lines)
+        status, body = None, b""
         for _ in range(100):                      # the socket is bound before the links are printed
             try:
                 status, _, body = http("GET", link)
