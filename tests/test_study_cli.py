@@ -174,12 +174,20 @@ def test_predictions_from_a_running_stedq_server(tmp_path, capsys):
         code, _, err = run(capsys, "create", tmp_path / "s", "--images", folder, "--predictions", "server",
                            "--server", server.address, "--testers", "1")
         assert code == 0, err
-    conn = store.connect(tmp_path / "s")
-    meta = store.get_meta(conn)
-    conn.close()
+        # the other documented path: `stedq score --csv` output as the predictions CSV
+        assert main(["score", str(folder), "--server", server.address, "--csv", str(tmp_path / "scored.csv")]) == 0
+        code, _, err = run(capsys, "create", tmp_path / "s2", "--images", folder, "--predictions",
+                           tmp_path / "scored.csv")
+        assert code == 0, err
+    metas = []
+    for name in ("s", "s2"):
+        conn = store.connect(tmp_path / name)
+        metas.append(store.get_meta(conn))
+        conn.close()
     expected = reference_scores(bundle, np.stack(load_images(folder).images).astype(np.float32))
-    assert np.allclose(meta["predictions"]["network"], expected, atol=1e-5)
-    assert meta["predictions_source"] == f"server {server.address}" and meta["model_version"]
+    for meta in metas:
+        assert np.allclose(meta["predictions"]["network"], expected, atol=1e-5)
+    assert metas[0]["predictions_source"] == f"server {server.address}" and metas[0]["model_version"]
 
 
 def test_predictions_from_a_server_that_is_not_there(tmp_path, data, capsys):
