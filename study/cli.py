@@ -84,6 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("study", type=Path, help="study folder")
     export.add_argument("--out", type=Path, default=None, help="CSV path (default: <study>/records.csv)")
     export.add_argument("--no-simulated", action="store_true", help="leave simulated testers out")
+    export.add_argument("--log", type=Path, default=None, metavar="CSV",
+                        help="also write every answer ever given (undone and superseded ones too, with times)")
     export.set_defaults(func=_export)
 
     report = sub.add_parser("report", help="paper Tables 1-2 and T/P/E charts (markdown, JSON, PNG)")
@@ -191,14 +193,17 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from stedq.study.report import export_records
+    from stedq.study.report import export_log, export_records
     from stedq.study.store import StudyError
 
     try:
         path, count = export_records(args.study, args.out, include_simulated=not args.no_simulated)
+        print(f"{count} tester records written to {path}")
+        if args.log:
+            path, count = export_log(args.study, args.log)
+            print(f"{count} answers (the full log) written to {path}")
     except StudyError as exc:
         return _fail(args, exc)
-    print(f"{count} tester records written to {path}")
     return 0
 
 

@@ -6,6 +6,7 @@ The formulas are the training area's (stedq.training.userstudy); this file only 
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -39,6 +40,26 @@ def export_records(study_dir: Path, out: Path | None = None, include_simulated: 
     records = study_records(study_dir, include_simulated)
     path = write_records_csv(records, out or Path(study_dir) / RECORDS_NAME)
     return path, len(records)
+
+
+LOG_COLUMNS = ("tester", "position", "image_id", "system", "target", "prediction", "a_is", "answer", "choice",
+               "answered_at", "undone_at", "client")
+
+
+def export_log(study_dir: Path, out: Path) -> tuple[Path, int]:
+    """Every answer ever given (undone and superseded ones too): the audit trail of the study."""
+    conn = store.connect(study_dir)
+    try:
+        rows = store.full_log(conn)
+    finally:
+        conn.close()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(LOG_COLUMNS)
+        writer.writerows([row[column] for column in LOG_COLUMNS] for row in rows)
+    return out, len(rows)
 
 
 def progress_lines(study_dir: Path) -> list[str]:

@@ -238,3 +238,12 @@ def answer_log(conn: sqlite3.Connection, tester_id: int) -> list[sqlite3.Row]:
     return conn.execute(
         "SELECT t.position, a.answer, a.choice, a.answered_at, a.undone_at FROM answers a "
         "JOIN trials t ON t.id = a.trial_id WHERE t.tester_id = ? ORDER BY a.id", (tester_id,)).fetchall()
+
+
+def full_log(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Every answer ever given, undone and superseded ones included, in the order they came."""
+    return conn.execute(
+        "SELECT s.name AS tester, t.position, i.name AS image_id, t.system, i.target, t.prediction, t.a_is, "
+        "a.answer, a.choice, a.answered_at, a.undone_at, a.client FROM answers a "
+        "JOIN trials t ON t.id = a.trial_id JOIN testers s ON s.id = t.tester_id "
+        "JOIN images i ON i.id = t.image_id ORDER BY a.id").fetchall()

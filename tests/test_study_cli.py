@@ -282,3 +282,26 @@ def test_report_counts_what_the_testers_answered(tmp_path, data, capsys):
         for r in rows:   # per bin, over the two testers: C is 1 and 0 -> 0.5 ± 0.5; D only from "pred"
             assert (r["confusion_mean"], r["confusion_std"]) == (0.5, 0.5)
             assert (r["domination_mean"], r["domination_std"]) == (1.0, 0.0)
+
+
+def test_export_log_keeps_every_answer(tmp_path, data, capsys):
+    from stedq.study.create import create_study
+
+    folder, predictions = data
+    token = create_study(tmp_path / "s", folder, str(predictions), testers=["ann"])["ann"]
+    conn = store.connect(tmp_path / "s")
+    tester_id = store.tester_by_token(conn, token)["id"]
+    store.record_answer(conn, tester_id, 0, "A")
+    store.record_answer(conn, tester_id, 0, "B")          # changed their mind: the later counts
+    store.record_answer(conn, tester_id, 1, "discard")
+    store.undo_last(conn, tester_id)
+    conn.close()
+    code, out, _ = run(capsys, "export", tmp_path / "s", "--log", tmp_path / "log.csv")
+    assert code == 0 and "1 tester records" in out and "3 answers (the full log)" in out
+    with (tmp_path / "log.csv").open() as handle:
+        log = list(csv.DictReader(handle))
+    assert [(r["position"], r["answer"], bool(r["undone_at"])) for r in log] == [
+        ("0", "A", False), ("0", "B", False), ("1", "discard", True)]
+    with (tmp_path / "s" / "records.csv").open() as handle:
+        [record] = list(csv.DictReader(handle))
+    assert record["choice"] == log[1]["choice"] and record["image_id"] == log[1]["image_id"]
