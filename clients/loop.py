@@ -85,6 +85,7 @@ def save_plot(path: Path, steps: list[Step], max_bleaching: float, score_name: s
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib import ticker
 
     iterations = np.arange(1, len(steps) + 1)
     scores = np.array([s.score for s in steps])
@@ -113,6 +114,9 @@ def save_plot(path: Path, steps: list[Step], max_bleaching: float, score_name: s
         axis.set_ylabel(PARAMETER_LABELS.get(name, name))
         if name in LOG_AXES:
             axis.set_yscale("log")
+            axis.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+            axis.yaxis.set_minor_formatter(ticker.NullFormatter())
     axes[-1].set_xlabel("iteration")
     figure.suptitle("acquisition control loop: constrained Thompson sampling")
     path.parent.mkdir(parents=True, exist_ok=True)

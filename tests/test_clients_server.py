@@ -144,7 +144,7 @@ def test_retries_reach_a_server_that_comes_up_late(bundle):
     port = free_port()
     started: list[ThreadedServer] = []
     thread = threading.Timer(0.5, lambda: started.append(
-        ThreadedServer(server_settings(bundle, port=port), warm=False)))
+        ThreadedServer(server_settings(bundle, port=port))))
     thread.start()
     try:
         with QualityClient(f"127.0.0.1:{port}", timeout=60, retries=30, backoff_s=0.1, max_backoff_s=0.5) as late:
