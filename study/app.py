@@ -16,6 +16,7 @@ shows what the database says. An unknown token gets 403, a trial that does not e
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import sqlite3
 from pathlib import Path
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 # The token is in the URL: keep it out of Referer headers, caches and other sites' frames.
+POSITION = re.compile(r"[0-9]{1,9}")   # ASCII digits only, and small enough for SQLite
 HEADERS = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store", "X-Frame-Options": "DENY",
            "X-Content-Type-Options": "nosniff"}
 
@@ -114,7 +116,7 @@ def create_app(study_dir: Path) -> Starlette:
         if value not in ANSWERS:
             return _error(request, 400, "Bad answer",
                           f"answer must be one of {', '.join(ANSWERS)}, got {value!r}")
-        if not position.isdigit():
+        if not POSITION.fullmatch(position):
             return _error(request, 400, "Bad answer", f"position must be a trial number, got {position!r}")
         try:
             choice = store.record_answer(conn, tester["id"], int(position), value,
@@ -137,7 +139,13 @@ def create_app(study_dir: Path) -> Starlette:
         Route("/t/{token}/answer", answer, methods=["POST"]),
         Route("/t/{token}/undo", with_tester(undo), methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+    def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("study %s: %s %s failed", study_dir, request.method, request.url.path, exc_info=exc)
+        return _error(request, 500, "Something went wrong",
+                      "The server could not handle this request (the organizer can see why in its log). "
+                      "Your earlier answers are saved: reload the page to go on.")
+
+    return Starlette(routes=routes, exception_handlers={Exception: server_error})
 
 
 def tester_links(study_dir: Path, base_url: str) -> list[tuple[str, str, str]]:

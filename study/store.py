@@ -190,9 +190,12 @@ def current_trial(conn: sqlite3.Connection, tester_id: int) -> sqlite3.Row | Non
 
 
 def trial_at(conn: sqlite3.Connection, tester_id: int, position: int) -> sqlite3.Row:
-    row = conn.execute(
-        f"SELECT {TRIAL_COLUMNS} FROM trials t JOIN images i ON i.id = t.image_id "
-        "WHERE t.tester_id = ? AND t.position = ?", (tester_id, position)).fetchone()
+    if not 0 <= position < 2**31:            # beyond SQLite's integers: no such trial either
+        row = None
+    else:
+        row = conn.execute(
+            f"SELECT {TRIAL_COLUMNS} FROM trials t JOIN images i ON i.id = t.image_id "
+            "WHERE t.tester_id = ? AND t.position = ?", (tester_id, position)).fetchone()
     if row is None:
         total = progress(conn, tester_id).total
         raise TrialNotFound(f"there is no trial {position} (this tester has trials 0 to {total - 1})")

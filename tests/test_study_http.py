@@ -128,6 +128,8 @@ def test_bad_answers_are_refused_with_a_reason_and_nothing_is_stored(study, url,
     token, tester_id = tester
     cases = [({"position": "99", "answer": "A"}, 404, f"no trial 99 (this tester has trials 0 to {N_TRIALS - 1})"),
              ({"position": "-1", "answer": "A"}, 400, "position must be a trial number"),
+             ({"position": "²", "answer": "A"}, 400, "position must be a trial number"),
+             ({"position": "9" * 30, "answer": "A"}, 400, "position must be a trial number"),
              ({"position": "1", "answer": "C"}, 400, "answer must be one of A, B, equal, discard"),
              ({"answer": "A"}, 400, "position must be a trial number"),
              ({}, 400, "answer must be one of")]
@@ -143,8 +145,9 @@ def test_images_are_served_per_trial(url, tester):
     token, _ = tester
     status, headers, body = http("GET", f"{url}/t/{token}/image/3")
     assert status == 200 and headers["content-type"] == "image/png" and body[:4] == b"\x89PNG"
-    status, _, body = http("GET", f"{url}/t/{token}/image/{N_TRIALS}")
-    assert status == 404 and b"no trial" in body
+    for position in (N_TRIALS, 10**30):
+        status, _, body = http("GET", f"{url}/t/{token}/image/{position}")
+        assert status == 404 and b"no trial" in body
 
 
 def test_a_missing_image_file_is_a_clear_404_and_the_app_keeps_working(study, url, tester):
@@ -196,3 +199,16 @@ def test_concurrent_testers_lose_no_answer(study, url):
     counts = {r["name"]: r["answered"] for r in store.testers(conn)}
     conn.close()
     assert all(counts[name] == N_TRIALS for name in tokens)
+
+
+def test_a_server_side_failure_is_a_500_page_and_the_app_keeps_running(tmp_path):
+    folder, predictions = labelled_folder(tmp_path, n=2, size=16)
+    token = create_study(tmp_path / "s", folder, str(predictions), testers=["zoe"])["zoe"]
+    with running_app(tmp_path / "s") as base:
+        assert http("GET", f"{base}/t/{token}")[0] == 200
+        moved = tmp_path / "elsewhere.sqlite"
+        (tmp_path / "s" / store.DB_NAME).rename(moved)          # the database vanishes under the app
+        status, _, body = http("GET", f"{base}/t/{token}")
+        assert status == 500 and b"reload the page" in body
+        moved.rename(tmp_path / "s" / store.DB_NAME)
+        assert http("GET", f"{base}/t/{token}")[0] == 200
