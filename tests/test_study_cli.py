@@ -102,6 +102,7 @@ def write(path, text):
     ("no-folder", "no such folder of labelled images"),
     ("empty-folder", "cannot use these images"),
     ("no-labels", "missing label"),
+    ("missing-image-file", "file 'gone-0.5.tiff' does not exist"),
     ("missing-prediction", "no prediction for 1 of 5 images (img04-0.9)"),
     ("bad-columns", "needs an image column"),
     ("bad-score", "line 3: score must be a number in [0, 1], got '1.7'"),
@@ -123,6 +124,9 @@ def test_create_errors_say_what_is_wrong(tmp_path, data, capsys, case, message):
     elif case == "no-labels":
         for path in folder.glob("*.tiff"):
             path.rename(path.with_name(path.stem.rsplit("-", 1)[0] + ".tiff"))
+    elif case == "missing-image-file":
+        listed = [f"{p.name},{p.stem.rsplit('-', 1)[1]}" for p in sorted(folder.glob("*.tiff"))]
+        write(folder / "labels.csv", "\n".join(["file,label", *listed, "gone-0.5.tiff,0.5"]) + "\n")
     elif case == "missing-prediction":
         lines = predictions.read_text().splitlines()
         args[5] = write(tmp_path / "p.csv", "\n".join(lines[:-1]) + "\n")
