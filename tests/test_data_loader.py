@@ -151,3 +151,10 @@ def test_check_reports_all_problems_at_once(tmp_path, capsys):
         (tmp_path / bad).unlink()
     assert main(["data", "check", str(tmp_path)]) == 0
     assert "1 readable labelled images (1 uint16)" in capsys.readouterr().out
+
+
+def test_committed_samples_load(repo_root):
+    ds = load_labelled_folder(repo_root / "samples")
+    assert len(ds) == 12 and sorted(set(ds.structures)) == ["actin", "tubulin"]
+    assert ds.labels.min() < 0.2 and ds.labels.max() > 0.8      # across qualities
+    assert all(name.rsplit("-", 1)[1] == f"{label:.4f}" for name, label in zip(ds.names, ds.labels, strict=True))
