@@ -11,6 +11,7 @@ label instead (to check the optimizer itself, or before a trained model exists).
 from __future__ import annotations
 
 import json
+import queue
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -52,6 +53,36 @@ def simulated_fields(structure: str, seed: int) -> Callable[[int, dict], tuple[n
         return scope.acquire(**parameters)
 
     return acquire
+
+
+class StreamScorer:
+    """score(image, info) over one ScoreStream call kept open for the whole loop, as acquisition software
+    keeps one stream per session: each image is sent as soon as it is acquired and its answer awaited.
+    Use as a context manager (closing ends the stream)."""
+
+    _END = object()
+
+    def __init__(self, client):
+        self._outbox: queue.Queue = queue.Queue()
+        self._answers = client.stream(self._requests())
+
+    def _requests(self):
+        while (image := self._outbox.get()) is not self._END:
+            yield image
+
+    def __call__(self, image: np.ndarray, info: dict | None = None) -> float:
+        self._outbox.put(image)
+        return float(next(self._answers).scores[0])
+
+    def close(self) -> None:
+        self._outbox.put(self._END)
+        self._answers.close()
+
+    def __enter__(self) -> StreamScorer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def run_loop(optimizer: ThompsonOptimizer, acquire: Callable[[int, dict], tuple[np.ndarray, dict]],

@@ -7,7 +7,15 @@ from pathlib import Path
 
 from stedq.clients.client import QualityClient
 from stedq.clients.errors import QualityError
-from stedq.clients.loop import axes_from_ranges, format_step, run_loop, save_json, save_plot, simulated_fields
+from stedq.clients.loop import (
+    StreamScorer,
+    axes_from_ranges,
+    format_step,
+    run_loop,
+    save_json,
+    save_plot,
+    simulated_fields,
+)
 from stedq.clients.optimizer import ThompsonOptimizer
 from stedq.settings import settings_from_args
 
@@ -28,10 +36,8 @@ def run(args) -> int:
                   "Start `stedq serve`, pass --server HOST:PORT, or try --score-source label.", file=sys.stderr)
             client.close()
             return 3
-        print(f"scoring with {info.name} {info.version} ({info.variant}) at {settings.server}")
-
-        def score(image, info):
-            return float(client.score(image)[0])
+        print(f"scoring with {info.name} {info.version} ({info.variant}) at {settings.server} over one stream")
+        score = StreamScorer(client)
     else:
         def score(image, info):
             return info["label"]
@@ -55,6 +61,7 @@ def run(args) -> int:
         return 3
     finally:
         if client is not None:
+            score.close()
             client.close()
     recommendation = optimizer.recommendation()
     out = Path(args.out)

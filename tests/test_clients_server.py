@@ -129,6 +129,12 @@ def test_stream_raises_a_bad_array_after_the_answers_before_it(client):
     assert answered == ["0"]
 
 
+def test_an_empty_batch_needs_no_call():
+    with QualityClient(f"127.0.0.1:{free_port()}", retries=0) as nowhere:
+        scores = nowhere.score([])
+    assert scores.shape == (0,) and scores.dtype == np.float32
+
+
 def test_unreachable_server_fails_fast_with_unavailable():
     started = time.monotonic()
     with QualityClient(f"127.0.0.1:{free_port()}", timeout=5, retries=2, backoff_s=0.05) as nowhere:
@@ -189,6 +195,14 @@ def test_async_client(server, bundle):
                 error = exc
             return scores, info, streamed, quality_map, error
 
+    async def unreachable():
+        async with AsyncQualityClient(f"127.0.0.1:{free_port()}", timeout=5, retries=1, backoff_s=0.05) as client:
+            try:
+                await client.score(images)
+            except QualityError as exc:
+                return exc
+
+    assert asyncio.run(unreachable()).code == grpc.StatusCode.UNAVAILABLE
     scores, info, streamed, quality_map, error = asyncio.run(session())
     np.testing.assert_allclose(scores, expected, atol=TOLERANCE)
     assert info.version == read_version(bundle)
