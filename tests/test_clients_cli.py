@@ -1,6 +1,7 @@
 """`stedq score` and the Node.js client, run as users run them, against a real server on 127.0.0.1."""
 
 import csv
+import io
 import json
 import os
 import subprocess
@@ -88,6 +89,17 @@ def test_score_json_to_stdout_and_all_good_exit_zero(server, folder):
     report = json.loads(result.stdout)
     assert [r["frame"] for r in report["results"]] == ["", "0", "1"]
     assert all(0.0 <= r["score"] <= 1.0 for r in report["results"])
+
+
+def test_the_readme_command_scores_the_shipped_samples(server):
+    samples = REPO_ROOT / "samples"
+    expected = sorted(p.name for p in samples.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+    assert expected, "samples/ has no TIFFs"
+    result = stedq("score", "samples/", "--server", server.address, "--csv", "-")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert sorted(r["file"].rsplit("/", 1)[-1] for r in rows) == expected
+    assert all(0.0 <= float(r["score"]) <= 1.0 and not r["error"] for r in rows)
 
 
 def test_score_unreachable_server_says_so_and_exits_3(folder):
