@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibration-images", type=int, default=256,
                         help="at most this many calibration images (default: 256)")
     parser.add_argument("--test-images", type=int, default=None, help="at most this many test images (default: all)")
+    parser.add_argument("--int8-placements", default="conv2-6,conv3-6",
+                        help="INT8 layer placements to try in order until one passes the gate: conv2-6 "
+                             "(first conv and FC head stay FP32), conv3-6, all (default: conv2-6,conv3-6)")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 20)")
     parser.add_argument("--parity-tolerance", type=float, default=1e-5,
                         help="max |ONNX - PyTorch| allowed (default: 1e-5)")
@@ -62,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from stedq.export.errors import ExportError
     from stedq.export.images import load_images
     from stedq.export.onnx_graph import DEFAULT_OPSET
+    from stedq.export.variants import INT8_PLACEMENTS
     from stedq.export.writer import ExportOptions, export_bundle
 
     try:
@@ -72,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
         bad = [v for v in variants if v not in ("int8", "fp16")]
         if bad:
             raise ExportError(f"--variants: unknown {', '.join(bad)} (choose from int8, fp16, none)")
+        placements = tuple(p.strip() for p in args.int8_placements.split(",") if p.strip())
+        bad = [p for p in placements if p != "all" and p not in INT8_PLACEMENTS]
+        if bad or not placements:
+            raise ExportError(f"--int8-placements: unknown {', '.join(bad) or 'empty list'} "
+                              f"(choose from {', '.join(INT8_PLACEMENTS)}, all)")
         checkpoint = untrained_checkpoint(args.seed) if args.untrained else read_checkpoint(args.checkpoint)
 
         calibration = test = None
@@ -95,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         options = ExportOptions(
             name=args.name,
             version=args.model_version or ("0.0.0-untrained" if args.untrained else "1.0.0"),
-            variants=variants, opset=args.opset or DEFAULT_OPSET, parity_tolerance=args.parity_tolerance,
+            variants=variants, int8_placements=placements, opset=args.opset or DEFAULT_OPSET, parity_tolerance=args.parity_tolerance,
             max_mean_abs_diff=args.max_mean_abs_diff, min_spearman=args.min_spearman,
             calibration_images=calibration, test_images=test, measure_speed=args.measure_speed,
             write_rdf=args.rdf)
@@ -113,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         if variant in report.gates:
             gate = report.gates[variant]
             line += (f"  gate on {gate.n_images} test images: mean |Δ| {gate.mean_abs_diff:.4f}, "
-                     f"Spearman {gate.spearman:.4f}")
+                     f"Spearman {gate.spearman:.4f}" + (f" ({gate.placement})" if gate.placement else ""))
         if variant in report.speed:
             line += f"  {report.speed[variant]:.0f} images/s (CPU, batch 32)"
         print(line)

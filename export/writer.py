@@ -36,7 +36,7 @@ from stedq.export.gate import MAX_MEAN_ABS_DIFF, MIN_SPEARMAN, GateResult, accur
 from stedq.export.onnx_graph import DEFAULT_OPSET, export_onnx
 from stedq.export.parity import PARITY_BATCH_SIZES, PARITY_TOLERANCE, check_parity
 from stedq.export.runtime import cpu_session, images_per_second, score
-from stedq.export.variants import convert_fp16, quantize_int8
+from stedq.export.variants import INT8_PLACEMENTS, convert_fp16, quantize_int8
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class ExportOptions:
     min_spearman: float = MIN_SPEARMAN
     calibration_images: np.ndarray | None = None        # (N, 224, 224) in [0, 1], training split
     test_images: np.ndarray | None = None               # (N, 224, 224) in [0, 1], test split
+    int8_placements: tuple[str, ...] = tuple(INT8_PLACEMENTS)   # tried in order, first to pass wins
     measure_speed: bool = False                         # images/s of each variant (batch 32, CPU)
     write_rdf: bool = True
 
@@ -131,7 +132,8 @@ def _export_into(staging: Path, out: Path, checkpoint: dict[str, Any], model, op
                           images=options.test_images)
     log.info("parity: max |ONNX - PyTorch| = %.3g", max(parity.values()))
 
-    gates: dict[str, GateResult] = {}
+    gates: dict[str, GateResult] = {}        # the variant's final verdict
+    attempts: dict[str, list[GateResult]] = {}   # every INT8 placement tried
     skipped: dict[str, str] = {}
     test = options.test_images
     reference = score(sessions["fp32"], test, desc="fp32 on test split") if test is not None else None
@@ -139,27 +141,32 @@ def _export_into(staging: Path, out: Path, checkpoint: dict[str, Any], model, op
         if test is None or len(test) < 3:
             skipped[variant] = "no test images for the accuracy gate (give --data or --test-data)"
             continue
-        if variant == "int8":
-            calibration = options.calibration_images
-            if calibration is None or len(calibration) == 0:
-                skipped[variant] = "no calibration images (give --data or --calibration-data)"
-                continue
-            log.info("INT8: static QDQ quantization, calibrated on %d images", len(calibration))
-            candidate = quantize_int8(models["fp32"], calibration)
-        else:
-            log.info("FP16: converting (float32 I/O kept)")
-            candidate = convert_fp16(models["fp32"])
-        session = cpu_session(candidate.SerializeToString())
-        gate = accuracy_gate(variant, reference, score(session, test, desc=f"{variant} on test split"),
-                             options.max_mean_abs_diff, options.min_spearman)
+        if variant == "int8" and (options.calibration_images is None or len(options.calibration_images) == 0):
+            skipped[variant] = "no calibration images (give --data or --calibration-data)"
+            continue
+        # INT8 tries its placements in order (fastest first) and keeps the first that passes.
+        tries = options.int8_placements if variant == "int8" else ("",)
+        for placement in tries:
+            if variant == "int8":
+                log.info("INT8 (%s): static QDQ quantization, calibrated on %d images", placement,
+                         len(options.calibration_images))
+                candidate = quantize_int8(models["fp32"], options.calibration_images, placement)
+            else:
+                log.info("FP16: converting (float32 I/O kept)")
+                candidate = convert_fp16(models["fp32"])
+            session = cpu_session(candidate.SerializeToString())
+            gate = accuracy_gate(variant, reference, score(session, test, desc=f"{variant} on test split"),
+                                 options.max_mean_abs_diff, options.min_spearman, placement)
+            attempts.setdefault(variant, []).append(gate)
+            log.info("%s%s gate on %d test images: mean |Δ| %.4g, max |Δ| %.4g, Spearman %.4f -> %s", variant,
+                     f" ({placement})" if placement else "", gate.n_images, gate.mean_abs_diff,
+                     gate.max_abs_diff, gate.spearman, "passed" if gate.passed else "failed")
+            if gate.passed:
+                models[variant], sessions[variant] = candidate, session
+                break
         gates[variant] = gate
-        if gate.passed:
-            models[variant], sessions[variant] = candidate, session
-        else:
+        if not gate.passed:
             skipped[variant] = f"failed the accuracy gate: {gate.reason}"
-        log.info("%s gate on %d test images: mean |Δ| %.4g, max |Δ| %.4g, Spearman %.4f -> %s", variant,
-                 gate.n_images, gate.mean_abs_diff, gate.max_abs_diff, gate.spearman,
-                 "written" if gate.passed else "NOT written")
 
     speed: dict[str, float] = {}
     if options.measure_speed:
@@ -167,7 +174,7 @@ def _export_into(staging: Path, out: Path, checkpoint: dict[str, Any], model, op
             speed[variant] = round(images_per_second(session, 32), 1)
             log.info("%s: %.1f images/s (in-process onnxruntime, CPU, batch 32)", variant, speed[variant])
 
-    manifest = _manifest(checkpoint, options, parity, gates, skipped, speed, list(models))
+    manifest = _manifest(checkpoint, options, parity, gates, attempts, skipped, speed, list(models))
     for variant, proto in models.items():
         onnx.helper.set_model_props(proto, manifest_to_metadata(manifest, variant))
         with open(staging / VARIANT_FILES[variant], "wb") as handle:
@@ -179,7 +186,8 @@ def _export_into(staging: Path, out: Path, checkpoint: dict[str, Any], model, op
 
 
 def _manifest(checkpoint: dict[str, Any], options: ExportOptions, parity: dict[str, float],
-              gates: dict[str, GateResult], skipped: dict[str, str], speed: dict[str, float],
+              gates: dict[str, GateResult], attempts: dict[str, list[GateResult]], skipped: dict[str, str],
+              speed: dict[str, float],
               variants: list[str]) -> Manifest:
     norm = checkpoint["normalization"]
     training: dict[str, Any] = {
@@ -195,6 +203,8 @@ def _manifest(checkpoint: dict[str, Any], options: ExportOptions, parity: dict[s
     metrics: dict[str, Any] = {"test": _json_safe(checkpoint.get("metrics") or {}),
                                "parity_max_abs_diff": parity,
                                "variants": {v: g.as_dict() for v, g in gates.items()}}
+    if len(attempts.get("int8", [])) > 1:
+        metrics["int8_attempts"] = [g.as_dict() for g in attempts["int8"]]
     if skipped:
         metrics["not_written"] = skipped
     if speed:

@@ -32,7 +32,7 @@ def exported(tmp_path_factory):
     write_image_folder(root / "data" / "test", test)
     out = root / "bundle"
     rc = main(["export", str(root / "best.pt"), "--out", str(out), "--data", str(root / "data"),
-               "--model-version", "2.1.0", "--variants", "int8,fp16"])
+               "--model-version", "2.1.0", "--variants", "int8,fp16", "--int8-placements", "conv2-6"])
     assert rc == 0
     return {"out": out, "checkpoint": checkpoint, "test": np.round(test * 65535) / 65535, "root": root}
 

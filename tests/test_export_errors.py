@@ -145,7 +145,7 @@ def test_accuracy_gate_rules():
 def test_gate_refuses_a_broken_int8_variant(tmp_path, checkpoint):
     # Calibrating on black images gives activation ranges that clip every real image: a broken model.
     test = synthetic_images(24, seed=4)
-    options = ExportOptions(variants=("int8",), parity_batch_sizes=(1,), write_rdf=False,
+    options = ExportOptions(variants=("int8",), int8_placements=("conv2-6",), parity_batch_sizes=(1,), write_rdf=False,
                             calibration_images=np.zeros((8, 224, 224), np.float32), test_images=test)
     report = export_bundle(checkpoint, tmp_path / "bundle", options)
     gate = report.gates["int8"]
