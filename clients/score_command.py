@@ -58,8 +58,8 @@ def map_filename(frame: Frame) -> str:
 
 def score_frames(client: QualityClient, frames: list[Frame], batch_size: int, map_dir: Path | None,
                  rows: list[Row]) -> None:
-    """Score one file's frames in batches; a batch the server rejects is retried image by image so that
-    the error lands on the image that caused it. Fatal server errors propagate."""
+    """Score frames in batches, appending a row each; a batch the server rejects is retried image by
+    image so that the error lands on the image that caused it. Fatal server errors propagate."""
     for start in range(0, len(frames), batch_size):
         batch = frames[start:start + batch_size]
         try:
@@ -80,7 +80,12 @@ def score_frames(client: QualityClient, frames: list[Frame], batch_size: int, ma
                 if map_dir is not None:
                     from stedq.clients.overlay import save_overlay
 
-                    png = save_overlay(map_dir / map_filename(frame), frame.image, result.map,
+                    taken = {r.map_png for r in rows}
+                    png, copy = map_dir / map_filename(frame), 1
+                    while str(png) in taken:  # same file name in another folder: keep both maps
+                        copy += 1
+                        png = map_dir / map_filename(frame).replace(".map.png", f"-{copy}.map.png")
+                    png = save_overlay(png, frame.image, result.map,
                                        f"{frame.name}: mean score {result.score:.3f}")
                     row.map_png = str(png)
             rows.append(row)
