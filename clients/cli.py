@@ -6,7 +6,7 @@ import argparse
 
 from stedq.settings import add_settings_arguments
 
-CLIENT_SETTINGS = ["server", "timeout_s", "token", "tls_cert"]
+CLIENT_SETTINGS = ["server", "timeout_s", "token"]
 
 SCORE_DESCRIPTION = """\
 Score STED images against a running stedq server (`stedq serve`).
@@ -34,6 +34,15 @@ from the score and the bleaching. Prints progress; writes a convergence plot (PN
 """
 
 
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    add_settings_arguments(parser, CLIENT_SETTINGS)
+    # Settings.tls_cert is the server's own certificate; a client uses the same variable for the
+    # certificate (or CA) it trusts, so the flag gets a client-side description.
+    parser.add_argument("--tls-cert", dest="tls_cert", default=None, metavar="PEM",
+                        help="connect with TLS, trusting this CA or self-signed server certificate "
+                             "[env STEDQ_TLS_CERT; default: plaintext]")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     score = subparsers.add_parser(
         "score", help="score image files against a running server", description=SCORE_DESCRIPTION,
@@ -47,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="images per request (large batches are also split by message size) [default: 32]")
     score.add_argument("--retries", type=int, default=3, metavar="N",
                        help="retries while the server is unavailable, with backoff [default: 3]")
-    add_settings_arguments(score, CLIENT_SETTINGS)
+    add_client_arguments(score)
     score.set_defaults(func=_score)
 
     loop = subparsers.add_parser(
@@ -64,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "(checks the optimizer without a server) [default: server]")
     loop.add_argument("--out", default="loop", metavar="DIR",
                       help="folder for loop.png and loop.json [default: ./loop]")
-    add_settings_arguments(loop, CLIENT_SETTINGS)
+    add_client_arguments(loop)
     loop.set_defaults(func=_loop)
 
 

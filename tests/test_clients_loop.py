@@ -108,3 +108,15 @@ def test_stedq_loop_without_a_server_explains(tmp_path, capsys):
                    "--out", str(tmp_path)])
     assert status == 3
     assert "--score-source label" in capsys.readouterr().err
+
+
+def test_loop_and_score_help(capsys):
+    from stedq.cli import build_parser
+
+    for command in ("loop", "score"):
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args([command, "--help"])
+        assert exit_info.value.code == 0
+        text = capsys.readouterr().out
+        assert "STEDQ_SERVER" in text and "STEDQ_TLS_CERT" in text and "trusting this CA" in text
+        assert ("--score-source" in text) == (command == "loop")
