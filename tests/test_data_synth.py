@@ -71,6 +71,12 @@ def test_synth_writes_a_labelled_dataset_and_is_reproducible(tmp_path):
         data = (tmp_path / "png" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
+    # Calibration plots from the generated labels.csv (the label map is slow: docs only).
+    from stedq.training.data.calibration import components_plot, resolution_plot
+    for png in (components_plot(out / "actin" / "labels.csv", tmp_path / "c.png"),
+                resolution_plot(tmp_path / "r.png")):
+        assert png.read_bytes()[:4] == b"\x89PNG"
+
 
 def test_balanced_mode_spreads_labels(tmp_path):
     generate(tmp_path, {"actin": 4}, seed=1, workers=1, balanced=True, progress=False)

@@ -46,6 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("--per-bin", type=int, default=4, help="images per quality bin (default: 4)")
     preview.set_defaults(func=_preview)
 
+    calibrate = data_sub.add_parser(
+        "calibrate", help="plots documenting the virtual-expert label",
+        description="Plot resolution against depletion power, the label over (depletion, dwell) and, for a "
+                    "generated folder, the label against its components (docs/data.md).")
+    calibrate.add_argument("--out", type=Path, default=Path("docs"), help="folder for the PNGs (default: docs)")
+    calibrate.add_argument("--dataset", type=Path, default=None,
+                           help="a generated structure folder with labels.csv, e.g. data/synth/actin")
+    calibrate.set_defaults(func=_calibrate)
+
     check = data_sub.add_parser(
         "check", help="check a folder of labelled images and report all problems",
         description="Read every image and label of a folder (<name>-<score>.tif(f), or images + labels.csv) "
@@ -70,6 +79,14 @@ def _preview(args: argparse.Namespace) -> int:
     from stedq.training.data.preview import preview
 
     for png in preview(args.folder, args.out, per_bin=args.per_bin):
+        print(png)
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from stedq.training.data.calibration import calibrate
+
+    for png in calibrate(args.out, args.dataset):
         print(png)
     return 0
 

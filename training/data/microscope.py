@@ -31,7 +31,7 @@ PARAMETER_RANGES: dict[str, tuple[float, float]] = {
 # EGFP-like fluorophore of pysted's own data generator (exp_data_gen.py), with two changes checked by eye
 # and by PSF width: a smaller stimulated-emission cross-section, so resolution improves over tens of mW
 # (not saturating at 3 mW), and the Oracz photobleaching constant k1 = 5e-14, so that high depletion
-# power and long dwell times bleach visibly (~15 % in one 50 us / 80 mW scan).
+# power and long dwell times bleach visibly (~10 % in one 50 us / 80 mW scan at 10 uW).
 FLUOROPHORE = {
     "lambda_": 535e-9, "qy": 0.6,
     "sigma_abs": {488: 1.15e-20, 575: 6e-21},
