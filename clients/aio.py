@@ -30,7 +30,7 @@ class AsyncQualityClient:
     Create it inside a running event loop (grpc.aio channels belong to the loop that made them)."""
 
     def __init__(self, target: str = "localhost:50051", *, tls: bool | str | Path | bytes = False,
-                 token: str | None = None, timeout: float = 30.0, retries: int = 3,
+                 token: str | None = None, timeout: float = 30.0, retries: int = 5,
                  backoff_s: float = 0.2, max_backoff_s: float = 5.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, client_id: str = "",
                  client_cert: str | Path | bytes | None = None, client_key: str | Path | bytes | None = None,

@@ -97,7 +97,7 @@ def _pixels(path: Path, array: np.ndarray) -> np.ndarray:
         low, high = float(array.min()), float(array.max())
         if low < 0.0 or high > 1.0:
             raise ReadError(path, f"float pixels must be in [0, 1], found [{low:g}, {high:g}]; "
-                                  "save raw counts (uint8/uint16) or rescale to [0, 1]")
+                                  "floats mean counts / 65535 (as the model was trained); save photon counts as uint16")
         return array.astype(np.float32)
     if array.dtype.kind in "iu":
         low, high = int(array.min()), int(array.max())

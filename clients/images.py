@@ -57,7 +57,8 @@ def to_wire_array(image: np.ndarray, index: int = 0) -> np.ndarray:
         if array.size and (array.min() < 0.0 or array.max() > 1.0):
             raise ValueError(f"image {index}: float images must already be scaled to [0, 1] "
                              f"(found values in [{array.min():g}, {array.max():g}]); "
-                             "send uint8/uint16 counts instead, or rescale")
+                             "floats mean counts / 65535, the scale the model was trained on: send photon "
+                             "counts as uint16 instead")
     elif np.dtype(array.dtype.newbyteorder("=")) not in WIRE_DTYPES:
         raise TypeError(f"image {index}: dtype {array.dtype} is not supported; send uint8, uint16 or "
                         "float32 in [0, 1] (e.g. photon counts: np.clip(counts, 0, 65535).astype(np.uint16))")
