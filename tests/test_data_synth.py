@@ -7,6 +7,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 import tifffile
 
 from stedq.cli import main
@@ -61,6 +62,12 @@ def test_synth_writes_a_labelled_dataset_and_is_reproducible(tmp_path):
     assert json.loads((out / "DONE").read_text())["simulated_images"] == 1
     assert next((out / "actin").glob("actin00000-*.tiff")).stat().st_mtime_ns == kept
     assert _files(out) == _files(again)
+
+    # Resuming with other settings, or with fewer images than are there, would mix datasets: refused.
+    with pytest.raises(SystemExit, match="was generated with"):
+        generate(out, {"actin": 3, "tubulin": 2}, seed=8, workers=1, progress=False)
+    with pytest.raises(SystemExit, match="holds 1 images beyond the 2 asked for"):
+        generate(out, {"actin": 2}, seed=7, workers=1, progress=False)
 
     # Preview: a contact sheet and a histogram per structure.
     assert main(["data", "preview", str(out), "--out", str(tmp_path / "png"), "--per-bin", "2"]) == 0

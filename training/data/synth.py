@@ -139,6 +139,7 @@ def generate(out: Path, counts: dict[str, int], seed: int = 0, workers: int = 2,
     from stedq.training.data.loader import write_manifest
 
     out = Path(out)
+    _check_resumable(out, counts, seed, balanced)
     jobs: list[tuple[str, int, int, bool, str]] = []
     folders = {}
     for structure, n in counts.items():
@@ -175,6 +176,25 @@ def generate(out: Path, counts: dict[str, int], seed: int = 0, workers: int = 2,
                                           "workers": workers}, indent=2) + "\n")
     log.info("%d images simulated in %.0f s into %s", len(jobs), elapsed, out)
     return folders
+
+
+def _check_resumable(out: Path, counts: dict[str, int], seed: int, balanced: bool) -> None:
+    """Resuming into a folder made with other settings would mix two datasets: refuse, saying why."""
+    settings_path = out / ".synth.json"
+    settings = {"seed": seed, "balanced": balanced}
+    if settings_path.is_file():
+        before = json.loads(settings_path.read_text())
+        if before != settings:
+            raise SystemExit(f"{out} was generated with {before}, not {settings}: use another --out "
+                             "or delete the folder")
+    for structure, n in counts.items():
+        extra = [p.name for p in (out / structure).glob(f"{structure}*-*.tiff")
+                 if int(p.name[len(structure):].split("-")[0] or 0) >= n]
+        if extra:
+            raise SystemExit(f"{out / structure} holds {len(extra)} images beyond the {n} asked for "
+                             f"(e.g. {extra[0]}): use another --out or delete the folder")
+    out.mkdir(parents=True, exist_ok=True)
+    settings_path.write_text(json.dumps(settings) + "\n")
 
 
 def _write_labels(folder: Path, structure: str, n: int) -> None:
