@@ -32,6 +32,7 @@ def test_round_trip_named_files(tmp_path):
     for name, image in images.items():
         _write(tmp_path, name, image)
     _write(tmp_path, "extra-1.tif", _image(seed=7))   # .tif works too
+    (tmp_path / "._img0-0.25.tiff").write_bytes(b"macOS resource fork")   # hidden files are skipped
     ds = load_labelled_folder(tmp_path)
     assert ds.names == ["extra-1", "img0-0.25", "img1-0.9", "img2-0"]
     np.testing.assert_allclose(ds.labels, [1.0, 0.25, 0.9, 0.0])

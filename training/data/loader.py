@@ -153,13 +153,13 @@ def _entries_from_csv(folder: Path, report: CheckReport) -> None:
                 continue
             report.entries.append((path, label, row.get("structure") or None))
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.name not in listed:
+        if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.name not in listed:
             report.problems.append(f"{path}: image has no row in {csv_path.name} (missing label)")
 
 
 def _entries_from_names(folder: Path, report: CheckReport) -> None:
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):  # e.g. macOS ._ files
             continue
         match = SCORE_IN_NAME.match(path.stem)
         if match is None:
