@@ -148,3 +148,10 @@ def test_node_client_errors_and_unreachable_server(server, folder):
     down = subprocess.run([node, "score.js", str(folder / "pair.npy"), "--server", f"127.0.0.1:{free_port()}",
                            "--timeout-s", "3"], cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
     assert down.returncode == 3 and "cannot reach the stedq server" in down.stderr
+
+
+def test_node_readers_unit_tests():
+    node = require_tool("node")
+    result = subprocess.run([node, "--test", "test/"], cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "# fail 0" in result.stdout and "# pass 5" in result.stdout
