@@ -151,7 +151,7 @@ def test_node_client_errors_and_unreachable_server(server, folder):
 
 
 def test_node_readers_unit_tests():
-    node = require_tool("node")
+    node = node_client()
     result = subprocess.run([node, "--test", "test/"], cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "# fail 0" in result.stdout and "# pass 5" in result.stdout
