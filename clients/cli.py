@@ -34,6 +34,27 @@ from the score and the bleaching. Prints progress; writes a convergence plot (PN
 """
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {value}")
+    return value
+
+
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser, CLIENT_SETTINGS)
     # Settings.tls_cert is the server's own certificate; a client uses the same variable for the
@@ -52,9 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--json", metavar="FILE", help="write the results as JSON (- for stdout)")
     score.add_argument("--map", metavar="DIR",
                        help="write a quality-map overlay PNG per image larger than the model input")
-    score.add_argument("--batch-size", type=int, default=32, metavar="N",
+    score.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
                        help="images per request (large batches are also split by message size) [default: 32]")
-    score.add_argument("--retries", type=int, default=3, metavar="N",
+    score.add_argument("--retries", type=_non_negative_int, default=3, metavar="N",
                        help="retries while the server is unavailable, with backoff [default: 3]")
     add_client_arguments(score)
     score.set_defaults(func=_score)
@@ -62,11 +83,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loop = subparsers.add_parser(
         "loop", help="example: tune a simulated STED microscope with the score",
         description=LOOP_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    loop.add_argument("--iterations", type=int, default=30, help="acquisitions [default: 30]")
+    loop.add_argument("--iterations", type=_positive_int, default=30, help="acquisitions [default: 30]")
     loop.add_argument("--structure", default="actin", choices=["actin", "tubulin"],
                       help="simulated sample [default: actin]")
     loop.add_argument("--seed", type=int, default=0, help="seed of the samples and the optimizer [default: 0]")
-    loop.add_argument("--max-bleaching", type=float, default=0.15,
+    loop.add_argument("--max-bleaching", type=_fraction, default=0.15,
                       help="largest fraction of the field's fluorophores one acquisition may bleach [default: 0.15]")
     loop.add_argument("--score-source", choices=["server", "label"], default="server",
                       help="server: the stedq server's score; label: the simulator's own expert label "

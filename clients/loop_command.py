@@ -22,9 +22,6 @@ from stedq.settings import settings_from_args
 
 def run(args) -> int:
     settings = settings_from_args(args)
-    if args.iterations < 1:
-        print("stedq loop: --iterations must be at least 1", file=sys.stderr)
-        return 2
     client = None
     if args.score_source == "server":
         client = QualityClient.from_settings(settings)
