@@ -36,15 +36,24 @@ def score(session: ort.InferenceSession, images: np.ndarray, batch_size: int = 3
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def images_per_second(session: ort.InferenceSession, batch_size: int = 32, seconds: float = 3.0,
-                      seed: int = 0) -> float:
-    """In-process throughput at one batch size: warm up, then run for about `seconds`."""
-    shape = [batch_size] + [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape[1:]]
+def images_per_second(sessions: dict[str, ort.InferenceSession], batch_size: int = 32, rounds: int = 5,
+                      seconds: float = 1.0, seed: int = 0) -> dict[str, float]:
+    """In-process throughput of each session at one batch size, best of `rounds`.
+
+    The sessions take turns round by round, so a machine shared with other work slows them alike;
+    the best round is the least disturbed one.
+    """
+    shape = [batch_size, 1, 224, 224]
     batch = np.random.default_rng(seed).random(shape, dtype=np.float32)
-    name = session.get_inputs()[0].name
-    session.run(None, {name: batch})
-    runs, start = 0, time.perf_counter()
-    while runs < 2 or time.perf_counter() - start < seconds:
-        session.run(None, {name: batch})
-        runs += 1
-    return runs * batch_size / (time.perf_counter() - start)
+    best = dict.fromkeys(sessions, 0.0)
+    for session in sessions.values():   # warm-up: first runs allocate and pick kernels
+        session.run(None, {session.get_inputs()[0].name: batch})
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            feed = {session.get_inputs()[0].name: batch}
+            runs, start = 0, time.perf_counter()
+            while runs < 1 or time.perf_counter() - start < seconds:
+                session.run(None, feed)
+                runs += 1
+            best[name] = max(best[name], runs * batch_size / (time.perf_counter() - start))
+    return best
