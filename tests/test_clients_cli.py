@@ -1,6 +1,7 @@
 """`stedq score` and the Node.js client, run as users run them, against a real server on 127.0.0.1."""
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -144,7 +145,7 @@ def test_node_client_errors_and_unreachable_server(server, folder):
                           "--server", server.address], cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1
     assert "tiny.npy: INVALID_ARGUMENT" in bad.stderr and "64x64" in bad.stderr
-    assert "single.png: not a .npy file" in bad.stderr
+    assert "single.png: not a .npy or .tif file" in bad.stderr
     down = subprocess.run([node, "score.js", str(folder / "pair.npy"), "--server", f"127.0.0.1:{free_port()}",
                            "--timeout-s", "3"], cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
     assert down.returncode == 3 and "cannot reach the stedq server" in down.stderr
@@ -155,3 +156,45 @@ def test_node_readers_unit_tests():
     result = subprocess.run([node, "--test", "test/"], cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "# fail 0" in result.stdout and "# pass 5" in result.stdout
+
+
+def test_node_client_reads_tiff_layouts_like_tifffile(server, tmp_path):
+    """Deflate, predictor, tiles, pages, big-endian, BigTIFF, float32 and uint8 TIFFs (and the shipped
+    samples): the Node client sends the same pixels as the Python client, so it gets the same scores."""
+    node = node_client()
+    rng = np.random.default_rng(41)
+    counts = rng.integers(0, 60000, (3, 224, 240), dtype=np.uint16)
+    variants = {
+        "plain.tif": dict(data=counts[0]),
+        "deflate.tif": dict(data=counts[1], compression="zlib", predictor=True),
+        "pages.tif": dict(data=counts, photometric="minisblack", compression="zlib"),
+        "big_endian.tif": dict(data=counts[2], byteorder=">"),
+        "tiles.tif": dict(data=counts[0], tile=(64, 64), compression="zlib"),
+        "bigtiff.tif": dict(data=counts[1], bigtiff=True),
+        "float.tif": dict(data=counts[2].astype(np.float32) / 65535),
+        "bytes.tif": dict(data=(counts[0] // 256).astype(np.uint8), compression="zlib", predictor=True),
+    }
+    files = []
+    for name, options in variants.items():
+        tifffile.imwrite(tmp_path / name, options.pop("data"), **options)
+        files.append(tmp_path / name)
+    files += sorted((REPO_ROOT / "samples").glob("*.tiff"))[:3]
+    result = subprocess.run([node, "score.js", *map(str, files), "--server", server.address, "--json"],
+                            cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    from stedq.clients.files import read_frames
+
+    frames = [frame.image for path in files for frame in read_frames(path)]
+    with QualityClient(server.address) as client:
+        expected = client.score(frames)
+    got = [r["score"] for r in json.loads(result.stdout)["results"]]
+    assert len(got) == len(frames) == 13
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    # and pixel for pixel: the bytes the Node reader would send are the little-endian pixels
+    dump = ("const {readImageFile} = require('./stedq_client'); const crypto = require('crypto');"
+            "for (const f of process.argv.slice(1)) for (const im of readImageFile(f))"
+            " console.log(im.dtype, crypto.createHash('sha256').update(im.data).digest('hex'));")
+    hashes = subprocess.run([node, "-e", dump, *map(str, files)], cwd=NODE_DIR, capture_output=True, text=True,
+                            timeout=60, check=True).stdout.split("\n")[:-1]
+    assert hashes == [f"{image.dtype} {hashlib.sha256(image.astype(image.dtype.newbyteorder('<')).tobytes()).hexdigest()}"
+                      for image in frames]

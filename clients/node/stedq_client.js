@@ -10,6 +10,7 @@ const fs = require("node:fs");
 const path = require("node:path");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
+const { readTiff } = require("./tiff");
 
 // The repository's proto folder; STEDQ_PROTO_DIR points elsewhere when this folder is copied out.
 const PROTO_DIR = process.env.STEDQ_PROTO_DIR || path.resolve(__dirname, "..", "..", "proto");
@@ -81,12 +82,14 @@ function readRaw(buffer, { height, width, dtype = "uint16" }, name = "raw") {
   return images;
 }
 
-// .npy by its header; anything else as raw pixels of the given size.
+// .npy and .tif/.tiff by their headers; anything else as raw pixels of the given size.
 function readImageFile(file, raw = null) {
   const buffer = fs.readFileSync(file);
-  if (file.toLowerCase().endsWith(".npy")) return readNpy(buffer, file);
+  const lower = file.toLowerCase();
+  if (lower.endsWith(".npy")) return readNpy(buffer, file);
+  if (lower.endsWith(".tif") || lower.endsWith(".tiff")) return readTiff(buffer, file);
   if (!raw || !raw.height || !raw.width) {
-    throw new Error(`${file}: not a .npy file; for raw pixels give --height, --width (and --dtype)`);
+    throw new Error(`${file}: not a .npy or .tif file; for raw pixels give --height, --width (and --dtype)`);
   }
   return readRaw(buffer, raw, file);
 }
@@ -147,4 +150,4 @@ class QualityClient {
   }
 }
 
-module.exports = { QualityClient, StedqError, loadService, readImageFile, readNpy, readRaw };
+module.exports = { QualityClient, StedqError, loadService, readImageFile, readNpy, readRaw, readTiff };
