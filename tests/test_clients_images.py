@@ -122,6 +122,17 @@ def test_tiff_stacks_give_one_labelled_frame_per_page(tmp_path):
     assert pages[2].image.dtype == np.uint16 and pages[2].name.endswith("pages.tif[page=2]")
 
 
+def test_lzw_tiffs_as_fiji_saves_them(tmp_path):
+    # LZW is Fiji's TIFF compression; tifffile needs imagecodecs (the client extra) to read it.
+    counts = RNG.integers(0, 60000, (2, 64, 80), dtype=np.uint16)
+    Image.fromarray(counts[0]).save(tmp_path / "pillow_lzw.tif", compression="tiff_lzw")
+    tifffile.imwrite(tmp_path / "lzw_pages.tif", counts, photometric="minisblack", compression="lzw",
+                     predictor=True)
+    np.testing.assert_array_equal(read_frames(tmp_path / "pillow_lzw.tif")[0].image, counts[0])
+    pages = read_frames(tmp_path / "lzw_pages.tif")
+    assert len(pages) == 2 and np.array_equal(pages[1].image, counts[1])
+
+
 def test_grey_saved_as_rgb_is_accepted_but_colour_is_refused(tmp_path):
     grey = RNG.integers(0, 255, (32, 32), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "grey.tif", np.stack([grey] * 3, -1), photometric="rgb")
