@@ -159,8 +159,8 @@ def test_node_readers_unit_tests():
 
 
 def test_node_client_reads_tiff_layouts_like_tifffile(server, tmp_path):
-    """Deflate, predictor, tiles, pages, big-endian, BigTIFF, float32 and uint8 TIFFs (and the shipped
-    samples): the Node client sends the same pixels as the Python client, so it gets the same scores."""
+    """LZW, deflate, predictor, tiles, pages, big-endian, BigTIFF, float32 and uint8 TIFFs (and the
+    shipped samples): the Node client sends the same pixels as the Python client, so the same scores."""
     node = node_client()
     rng = np.random.default_rng(41)
     counts = rng.integers(0, 60000, (3, 224, 240), dtype=np.uint16)
@@ -173,12 +173,15 @@ def test_node_client_reads_tiff_layouts_like_tifffile(server, tmp_path):
         "bigtiff.tif": dict(data=counts[1], bigtiff=True),
         "float.tif": dict(data=counts[2].astype(np.float32) / 65535),
         "bytes.tif": dict(data=(counts[0] // 256).astype(np.uint8), compression="zlib", predictor=True),
+        "lzw_pages.tif": dict(data=counts, photometric="minisblack", compression="lzw"),
+        "lzw_predictor.tif": dict(data=counts[1], compression="lzw", predictor=True),
     }
     files = []
     for name, options in variants.items():
         tifffile.imwrite(tmp_path / name, options.pop("data"), **options)
         files.append(tmp_path / name)
-    files += sorted((REPO_ROOT / "samples").glob("*.tiff"))[:3]
+    Image.fromarray(counts[2]).save(tmp_path / "pillow_lzw.tif", compression="tiff_lzw")  # as Fiji writes
+    files += [tmp_path / "pillow_lzw.tif", *sorted((REPO_ROOT / "samples").glob("*.tiff"))[:3]]
     result = subprocess.run([node, "score.js", *map(str, files), "--server", server.address, "--json"],
                             cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -188,7 +191,7 @@ def test_node_client_reads_tiff_layouts_like_tifffile(server, tmp_path):
     with QualityClient(server.address) as client:
         expected = client.score(frames)
     got = [r["score"] for r in json.loads(result.stdout)["results"]]
-    assert len(got) == len(frames) == 13
+    assert len(got) == len(frames) == 18
     np.testing.assert_allclose(got, expected, atol=1e-6)
     # and pixel for pixel: the bytes the Node reader would send are the little-endian pixels
     dump = ("const {readImageFile} = require('./stedq_client'); const crypto = require('crypto');"

@@ -1,6 +1,6 @@
 // A small TIFF reader for single-channel microscopy images: baseline and multi-page files, little- or
-// big-endian, uncompressed or deflate (zlib), horizontal-difference predictor, strips or tiles of
-// 8/16-bit unsigned integers or 32-bit floats. Anything else is refused with a clear error.
+// big-endian, uncompressed, LZW (Fiji's default) or deflate (zlib), horizontal-difference predictor,
+// strips or tiles of 8/16-bit unsigned integers or 32-bit floats. Anything else is refused clearly.
 "use strict";
 
 const zlib = require("node:zlib");
@@ -59,7 +59,9 @@ function decodePage(buffer, tags, little, where) {
   if (get(TAG.samplesPerPixel, 1) !== 1) throw new Error(`${where}: colour TIFF; send one grey channel`);
   const dtype = { "8,1": "uint8", "16,1": "uint16", "32,3": "float32" }[`${bits},${format}`];
   if (!dtype) throw new Error(`${where}: ${bits}-bit sample format ${format} not supported (uint8, uint16, float32)`);
-  if (![1, 8, 32946].includes(compression)) throw new Error(`${where}: compression ${compression} not supported (none or deflate)`);
+  if (![1, 5, 8, 32946].includes(compression)) {
+    throw new Error(`${where}: compression ${compression} not supported (none, LZW or deflate)`);
+  }
   if (![1, 2].includes(predictor) || (predictor === 2 && dtype === "float32")) {
     throw new Error(`${where}: predictor ${predictor} not supported for ${dtype}`);
   }
@@ -74,7 +76,8 @@ function decodePage(buffer, tags, little, where) {
   const out = Buffer.alloc(width * height * item);  // little-endian, what the stedq wire format wants
   offsets.forEach((offset, index) => {
     let block = buffer.subarray(offset, offset + counts[index]);
-    if (compression !== 1) block = zlib.inflateSync(block);
+    if (compression === 5) block = lzwDecode(block, blockWidth * blockHeight * item, where);
+    else if (compression !== 1) block = zlib.inflateSync(block);
     const rowBytes = blockWidth * item;
     const top = Math.floor(index / across) * blockHeight, left = (index % across) * blockWidth;
     for (let row = 0; row < blockHeight && top + row < height; row += 1) {
@@ -88,6 +91,39 @@ function decodePage(buffer, tags, little, where) {
     }
   });
   return { data: out, dtype, height, width };
+}
+
+// TIFF's LZW: codes of 9 to 12 bits, most significant bit first, 256 = clear, 257 = end, and the code
+// width grows one code early (TIFF 6.0, section 13).
+function lzwDecode(input, expected, where) {
+  const out = Buffer.alloc(expected);
+  let written = 0, bit = 0, width = 9, previous = null;
+  let table = [];
+  const reset = () => { table = Array.from({ length: 258 }, (_, i) => [i]); width = 9; previous = null; };
+  const emit = (entry) => {
+    for (const value of entry) if (written < expected) out[written++] = value;
+  };
+  reset();
+  while (bit + width <= input.length * 8) {
+    let code = 0;
+    for (let i = 0; i < width; i += 1, bit += 1) code = (code << 1) | ((input[bit >> 3] >> (7 - (bit & 7))) & 1);
+    if (code === 257) break;
+    if (code === 256) { reset(); continue; }
+    let entry;
+    if (code < table.length) {
+      entry = table[code];
+      if (previous) table.push(previous.concat(entry[0]));
+    } else if (previous && code === table.length) {
+      entry = previous.concat(previous[0]);
+      table.push(entry);
+    } else {
+      throw new Error(`${where}: corrupt LZW data`);
+    }
+    emit(entry);
+    previous = entry;
+    if (table.length + 1 >= 1 << width && width < 12) width += 1;
+  }
+  return out.subarray(0, written);
 }
 
 // Predictor 2: each sample was stored as the difference to its left neighbour (modulo 2^bits).
