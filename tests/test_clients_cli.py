@@ -155,7 +155,7 @@ def test_node_readers_unit_tests():
     node = node_client()
     result = subprocess.run([node, "--test", "test/"], cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "# fail 0" in result.stdout and "# pass 5" in result.stdout
+    assert "# fail 0" in result.stdout and "# pass 6" in result.stdout
 
 
 def test_node_client_reads_tiff_layouts_like_tifffile(server, tmp_path):

@@ -94,6 +94,26 @@ function readImageFile(file, raw = null) {
   return readRaw(buffer, raw, file);
 }
 
+// Consecutive groups of images whose request stays under the limit (64 KiB left for the framing).
+function splitBySize(images, limit) {
+  const budget = limit - 64 * 1024;
+  const chunks = [];
+  let chunk = [], used = 0;
+  images.forEach((image, index) => {
+    const size = image.data.length + 32;
+    if (size > budget) throw new Error(`image ${index} (${image.height}x${image.width}) exceeds the ${limit} byte message limit`);
+    if (chunk.length && used + size > budget) {
+      chunks.push(chunk);
+      chunk = [];
+      used = 0;
+    }
+    chunk.push(image);
+    used += size;
+  });
+  if (chunk.length) chunks.push(chunk);
+  return chunks;
+}
+
 function toMessage(image) {
   return { data: image.data, dtype: DTYPES[image.dtype], height: image.height, width: image.width };
 }
@@ -108,6 +128,7 @@ class QualityClient {
     const ca = typeof options.tlsCa === "string" ? fs.readFileSync(options.tlsCa) : options.tlsCa;
     const credentials = ca ? grpc.credentials.createSsl(ca) : grpc.credentials.createInsecure();
     const limit = options.maxMessageBytes ?? 64 * 1024 * 1024;
+    this.maxMessageBytes = limit;
     this.stub = new Service(target, credentials, {
       "grpc.max_send_message_length": limit, "grpc.max_receive_message_length": limit,
     });
@@ -135,10 +156,18 @@ class QualityClient {
     }
   }
 
-  // images: [{ data: Buffer, dtype: "uint8"|"uint16"|"float32", height, width }] -> [{ score, map }]
+  // images: [{ data: Buffer, dtype: "uint8"|"uint16"|"float32", height, width }] -> [{ score, map }].
+  // Batches larger than the message limit are sent as several requests, in order.
   async score(images) {
-    const response = await this.call("Score", { images: images.map(toMessage) });
-    return response.results.map((result) => ({ score: result.score, map: result.map || null }));
+    const results = [];
+    for (const chunk of splitBySize(images, this.maxMessageBytes)) {
+      const response = await this.call("Score", { images: chunk.map(toMessage) });
+      if (response.results.length !== chunk.length) {
+        throw new StedqError(grpc.status.INTERNAL, `server answered ${response.results.length} results for ${chunk.length} images`, this.target);
+      }
+      for (const result of response.results) results.push({ score: result.score, map: result.map || null });
+    }
+    return results;
   }
 
   async modelInfo() {
@@ -150,4 +179,4 @@ class QualityClient {
   }
 }
 
-module.exports = { QualityClient, StedqError, loadService, readImageFile, readNpy, readRaw, readTiff };
+module.exports = { QualityClient, StedqError, loadService, readImageFile, readNpy, readRaw, readTiff, splitBySize };

@@ -3,7 +3,7 @@
 
 const assert = require("node:assert/strict");
 const test = require("node:test");
-const { readNpy, readRaw, StedqError } = require("../stedq_client");
+const { readNpy, readRaw, splitBySize, StedqError } = require("../stedq_client");
 
 // A .npy (format 1.0) buffer as numpy writes it: magic, version, header length, dict header, data.
 function npy(descr, shape, data) {
@@ -47,4 +47,13 @@ test("errors carry the gRPC code name", () => {
   const error = new StedqError(3, "image too small", "host:1");
   assert.equal(error.codeName, "INVALID_ARGUMENT");
   assert.match(error.message, /^INVALID_ARGUMENT \(host:1\): image too small$/);
+});
+
+test("batches are split under the message limit, in order", () => {
+  const images = Array.from({ length: 10 }, (_, i) => ({ data: Buffer.alloc(40000, i), dtype: "uint8", height: 200, width: 200 }));
+  const chunks = splitBySize(images, 64 * 1024 + 100000);
+  assert.deepEqual(chunks.map((c) => c.length), [2, 2, 2, 2, 2]);
+  assert.deepEqual(chunks.flat().map((im) => im.data[0]), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.equal(splitBySize(images, 64 * 1024 * 1024).length, 1);
+  assert.throws(() => splitBySize(images, 64 * 1024 + 1000), /image 0 \(200x200\) exceeds/);
 });
