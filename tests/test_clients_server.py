@@ -3,6 +3,7 @@
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -127,6 +128,14 @@ def test_stream_raises_a_bad_array_after_the_answers_before_it(client):
         for result in client.stream([random_images(1)[0], np.zeros((224, 224), np.int64)]):
             answered.append(result.request_id)
     assert answered == ["0"]
+
+
+def test_one_client_shared_by_threads(client, bundle):
+    images = random_images(8, seed=12)
+    expected = reference_scores(bundle, images)
+    with ThreadPoolExecutor(4) as pool:
+        scores = list(pool.map(lambda i: client.score(images[i])[0], range(8)))
+    np.testing.assert_allclose(scores, expected, atol=TOLERANCE)
 
 
 def test_an_empty_batch_needs_no_call():
