@@ -15,13 +15,19 @@ from __future__ import annotations
 import grpc
 
 from stedq import __version__
-from stedq.kserve import grpc_service_pb2 as pb
-from stedq.kserve import grpc_service_pb2_grpc as pb_grpc
 from stedq.server.images import InvalidInput
-from stedq.server.kserve_tensors import INPUT_NAME, OUTPUT_NAME, decode_request, encode_response
 from stedq.server.scoring import Scorer
 from stedq.server.status import score_or_abort
 from stedq.settings import Settings
+
+try:
+    from stedq.kserve import grpc_service_pb2 as pb
+    from stedq.kserve import grpc_service_pb2_grpc as pb_grpc
+    from stedq.server.kserve_tensors import INPUT_NAME, OUTPUT_NAME, decode_request, encode_response
+except TypeError as exc:  # protobuf's "duplicate symbol 'inference.…'": one such module per process
+    raise ImportError(
+        "the KServe v2 protocol cannot be loaded in this process: another module (tritonclient.grpc, "
+        f"mlserver, ...) already registered the protobuf package 'inference' ({exc})") from exc
 
 SERVER_NAME = "stedq"
 PLATFORM = "onnxruntime_onnx"

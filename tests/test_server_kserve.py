@@ -430,3 +430,40 @@ def test_token_auth_with_tritonclient_headers(bundle):
         right = subprocess.run([sys.executable, example, "--server", running.address, "--token", "s3cret"],
                                capture_output=True, text=True, timeout=120)
         assert right.returncode == 0 and "test image\t" in right.stdout, right.stderr
+
+
+BESIDE_TRITONCLIENT = """
+import asyncio, json, sys
+import tritonclient.grpc  # registers the protobuf package 'inference' first
+from stedq.server.app import StedqServer
+from stedq.settings import Settings
+
+async def main():
+    server = StedqServer(Settings(model=sys.argv[1], host="127.0.0.1", port=0, metrics_port=0,
+                                  intra_op_threads=1, watch_model=False))
+    await server.open()
+    services = list(server.services)
+    await server.stop(0)
+    return services
+
+try:
+    import stedq.server.kserve
+except ImportError as exc:
+    error = str(exc)
+print(json.dumps({"error": error, "services": asyncio.run(main())}))
+"""
+
+
+def test_in_a_process_with_tritonclient_the_server_starts_without_kserve(bundle):
+    """One process cannot hold two `inference` protobuf modules: importing ours after tritonclient's is
+    a clear ImportError, and the server then starts with its own API only (it logs a warning)."""
+    if importlib.util.find_spec("tritonclient") is None:
+        pytest.skip("tritonclient is not installed")
+    run = subprocess.run([sys.executable, "-c", BESIDE_TRITONCLIENT, str(bundle)], capture_output=True,
+                         text=True, timeout=120, cwd=REPO_ROOT)
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout.splitlines()[-1])
+    assert "already registered the protobuf package 'inference'" in seen["error"]
+    assert "stedq.v1.QualityService" in seen["services"]
+    assert "inference.GRPCInferenceService" not in seen["services"]
+    assert "KServe v2 protocol not served" in run.stderr
