@@ -26,6 +26,15 @@ def _points(entries: list[dict], x: str, field: str):
     return xs, med, err
 
 
+def _log2_axis(ax, values) -> None:
+    """A base-2 log axis labelled with the measured values themselves (1, 8, 32), not powers of 2."""
+    ticks = sorted(set(values))
+    ax.set_xscale("log", base=2)
+    if ticks:
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+
+
 def _title(results: dict) -> str:
     env = results["environment"]
     return (f"{env['cpu'][:40]}, {env['logical_cpus']} CPUs, load {results['load_before'][0]:.1f}"
@@ -43,11 +52,13 @@ def throughput_vs_batch(results: dict, path: Path) -> None:
     labels = {"stedq": "stedq gRPC (v1 Score)", "stedq v2": "stedq KServe v2", "mlserver": "MLServer (v2)",
               "in-process": "in-process onnxruntime FP32", "in-process int8": "in-process onnxruntime INT8"}
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    seen: list[int] = []
     for name, entries in series:
         xs, med, err = _points(entries, "batch", "images_per_s")
         if xs:
             ax.errorbar(xs, med, yerr=err, marker="o", capsize=3, color=COLORS[name], label=labels[name])
-    ax.set_xscale("log", base=2)
+            seen += xs
+    _log2_axis(ax, seen)
     ax.set_xlabel("images per request (batch)")
     ax.set_ylabel("images / s")
     ax.set_ylim(bottom=0)
@@ -78,7 +89,7 @@ def latency_vs_concurrency(results: dict, path: Path) -> None:
         right.axhline(limit["summary"]["images_per_s"]["median"], color=COLORS["in-process"], ls="--",
                       label=f"in-process batch {batch}")
     for ax in (left, right):
-        ax.set_xscale("log", base=2)
+        _log2_axis(ax, [e["concurrency"] for e in s if e["runs"]])
         ax.set_xlabel("concurrent single-image clients")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

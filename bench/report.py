@@ -121,6 +121,11 @@ def targets(results: dict, batch: int = 32, clients: int = 32) -> list[dict]:
     add("single-image p50 overhead (ms)", "<= 0.5",
         _paired(s.get("stedq/v1/unary/b1"), s.get("in-process/fp32/b1"), lambda x, y: x["p50_ms"] - y["p50_ms"]),
         lambda v: v <= 0.5, "p50 of stedq/v1/unary/b1 (one caller, client library) minus p50 of in-process/fp32/b1")
+    add("single-image p50 overhead (ms), server with --no-batching", "<= 0.5 (for reference)",
+        _paired(s.get("stedq/v1/concurrency/c1/no-batching"), s.get("in-process/fp32/b1"),
+                lambda x, y: x["p50_ms"] - y["p50_ms"]),
+        lambda v: v <= 0.5, "as above, against the server started with --no-batching (no queue delay to wait "
+                            "out); stedq/v1/concurrency/c1/no-batching minus in-process/fp32/b1")
     add(f"{clients} single-image clients, batching, vs in-process batch {batch}", ">= 0.85",
         _ratio(s.get(f"stedq/v1/concurrency/c{clients}/batching"), s.get(limit)), lambda v: v >= 0.85,
         f"stedq/v1/concurrency/c{clients}/batching images/s over {limit}")

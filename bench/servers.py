@@ -175,19 +175,22 @@ def mlserver_command(mlserver_env: Path) -> Path | None:
 
 def mlserver_server(logs: Path, work: Path, *, mlserver_env: Path, onnx_file: Path, threads: int,
                     device: str, max_batch_size: int, max_queue_delay_ms: float) -> ServerProcess:
-    """MLServer with its defaults, adaptive batching set like stedq's (size and wait), same ONNX file."""
+    """MLServer with its defaults (one inference worker process), the same gRPC message limit as stedq,
+    adaptive batching set like stedq's dynamic batching (size and wait), the same ONNX file."""
     executable = mlserver_command(mlserver_env)
     if executable is None:
         raise ServerFailed(f"no MLServer at {mlserver_env}/bin/mlserver (create it as docs/benchmarks.md says, "
                            f"or pass --mlserver-env)")
-    folder = work / "mlserver"
+    folder = (work / "mlserver").resolve()   # mlserver runs in it: relative paths would not resolve
     model_dir = folder / "quality"
     model_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(Path(__file__).with_name("mlserver_model.py"), model_dir / "stedq_mlserver_model.py")
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     (folder / "settings.json").write_text(json.dumps({
         "host": "127.0.0.1", "http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port,
-        "debug": False}, indent=2))
+        "debug": False,
+        # gRPC's default 4 MiB refuses a batch of 32 FP32 images (6.4 MB); stedq's default is 64 MiB
+        "grpc_max_message_length": 64 * 2**20}, indent=2))
     (model_dir / "model-settings.json").write_text(json.dumps({
         "name": "quality", "implementation": "stedq_mlserver_model.OnnxQualityModel",
         "parameters": {"uri": str(Path(onnx_file).resolve())},
