@@ -55,6 +55,14 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _parameters(text: str) -> dict[str, float]:
+    try:
+        dwell, excitation, depletion = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected DWELL_US,EXCITATION_UW,DEPLETION_MW, got {text!r}") from None
+    return {"dwell_time_us": dwell, "p_ex_uw": excitation, "p_sted_mw": depletion}
+
+
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser, CLIENT_SETTINGS)
     # Settings.tls_cert is the server's own certificate; a client uses the same variable for the
@@ -89,6 +97,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loop.add_argument("--seed", type=int, default=0, help="seed of the samples and the optimizer [default: 0]")
     loop.add_argument("--max-bleaching", type=_fraction, default=0.15,
                       help="largest fraction of the field's fluorophores one acquisition may bleach [default: 0.15]")
+    loop.add_argument("--start", action="append", type=_parameters, metavar="DWELL,EXC,STED",
+                      help="first acquisitions' settings (µs, µW, mW), e.g. the microscope's current "
+                           "ones; repeat for several [default: random]")
+    loop.add_argument("--random-start", type=_non_negative_int, default=4, metavar="N",
+                      help="random settings tried (after --start ones) before the optimizer takes over "
+                           "until N are known [default: 4]")
     loop.add_argument("--score-source", choices=["server", "label"], default="server",
                       help="server: the stedq server's score; label: the simulator's own expert label "
                            "(checks the optimizer without a server) [default: server]")

@@ -22,6 +22,16 @@ from stedq.settings import settings_from_args
 
 def run(args) -> int:
     settings = settings_from_args(args)
+    if args.start:  # check them before connecting anything
+        from stedq.training.data.microscope import PARAMETER_RANGES
+
+        for start in args.start:
+            for name, value in start.items():
+                low, high = PARAMETER_RANGES[name]
+                if not low <= value <= high:
+                    print(f"stedq loop: --start {name}={value:g} is outside the simulated range {low:g}-{high:g}",
+                          file=sys.stderr)
+                    return 2
     client = None
     if args.score_source == "server":
         client = QualityClient.from_settings(settings)
@@ -42,7 +52,7 @@ def run(args) -> int:
     from stedq.training.data.microscope import PARAMETER_RANGES  # pysted: the `train` extra
 
     optimizer = ThompsonOptimizer(axes_from_ranges(PARAMETER_RANGES), max_bleaching=args.max_bleaching,
-                                  seed=args.seed)
+                                  seed=args.seed, initial_points=args.start, initial_random=args.random_start)
     best = [float("-inf")]
 
     def progress(step):
@@ -67,7 +77,12 @@ def run(args) -> int:
                      optimizer.initial_random)
     data = save_json(out / "loop.json", steps, recommendation,
                      {"structure": args.structure, "seed": args.seed, "max_bleaching": args.max_bleaching,
+                      "start": args.start or [], "random_start": args.random_start,
                       "score_source": args.score_source, "server": settings.server})
+    last = steps[-4:]
+    print(f"last {len(last)} acquisitions: mean {'score' if client else 'label'} "
+          f"{sum(s.score for s in last) / len(last):.3f}, mean simulator label "
+          f"{sum(s.label for s in last) / len(last):.3f}")
     print("recommended: " + ", ".join(f"{k} = {v:.3g}" for k, v in recommendation.items()))
     print(f"wrote {plot} and {data}")
     return 0

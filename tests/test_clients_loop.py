@@ -87,12 +87,14 @@ def test_stedq_loop_scores_with_the_server_and_plots(tmp_path, capsys):
 
     with ThreadedServer(server_settings(model_bundle())) as server:
         status = main(["loop", "--iterations", "3", "--server", server.address, "--out", str(tmp_path),
-                       "--seed", "3"])
+                       "--seed", "3", "--start", "2,1,0", "--random-start", "2"])
     out = capsys.readouterr().out
     assert status == 0, out
-    assert "scoring with quality" in out and "recommended: dwell_time_us" in out
+    assert "scoring with quality" in out and "over one stream" in out and "recommended: dwell_time_us" in out
+    assert "last 3 acquisitions: mean score" in out
     report = json.loads((tmp_path / "loop.json").read_text())
     assert len(report["steps"]) == 3 and report["settings"]["score_source"] == "server"
+    assert report["steps"][0]["parameters"] == {"dwell_time_us": 2.0, "p_ex_uw": 1.0, "p_sted_mw": 0.0}
     for step in report["steps"]:
         assert 0.0 <= step["score"] <= 1.0 and 0.0 <= step["bleaching"] <= 1.0
     assert (tmp_path / "loop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -108,6 +110,8 @@ def test_stedq_loop_without_a_server_explains(tmp_path, capsys):
                    "--out", str(tmp_path)])
     assert status == 3
     assert "--score-source label" in capsys.readouterr().err
+    assert main(["loop", "--start", "500,1,0", "--out", str(tmp_path)]) == 2
+    assert "--start dwell_time_us=500 is outside the simulated range 2-100" in capsys.readouterr().err
 
 
 def test_loop_and_score_help(capsys):
