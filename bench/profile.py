@@ -62,5 +62,5 @@ def profile_server(server, loadgen, options, clients: int = 32) -> dict:
     _, err = recorder.communicate(timeout=60)
     if recorder.returncode != 0 or not stacks.is_file():
         raise RuntimeError(f"py-spy failed (status {recorder.returncode}): {err.strip()[-500:]}")
-    return {"scenario": f"stedq/v1/concurrency/c{clients}/batching", "seconds": seconds, "svg": str(stacks),
+    return {"scenario": f"stedq/v1/concurrency/c{clients}/batching", "seconds": seconds, "stacks": str(stacks),
             **summarize_stacks(stacks.read_text())}

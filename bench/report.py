@@ -68,7 +68,7 @@ def _ratio(a: dict | None, b: dict | None) -> dict | None:
 def limit_id(entry: dict, scenarios: dict[str, dict], max_batch_size: int) -> str | None:
     """The in-process point a scenario is compared with: the same batch for one caller, else the batch
     the server forms (max_batch_size), else the largest measured."""
-    wanted = entry["batch"] if entry["concurrency"] == 1 and entry["protocol"] != "v1-stream" else max_batch_size
+    wanted = entry["batch"] if entry["concurrency"] == 1 else max_batch_size   # a stream's window counts as callers
     limits = sorted((e["batch"], e["id"]) for e in scenarios.values()
                     if e["system"] == "in-process" and e["variant"] == "fp32" and e["runs"])
     for batch, ident in limits:
@@ -196,7 +196,9 @@ def markdown(results: dict, command: str) -> str:
     if results.get("profile"):
         p = results["profile"]
         lines += ["", f"## Where the server's time goes (py-spy, {p['scenario']})", "",
-                  f"{p['samples']} samples; flame graph: `{p['svg']}`.", "",
+                  f"{p['samples']} samples over {p['seconds']} s (collapsed stacks for flamegraph.pl or "
+                  f"speedscope: `{p['stacks']}`). Share of samples by part of the server: "
+                  + ", ".join(f"{name} {share:.1%}" for name, share in p["buckets"].items()) + ".", "",
                   "| share | function (self time) |", "|---|---|"]
         lines += [f"| {share:.1%} | `{name}` |" for name, share in p["top_self"]]
     lines += ["", "Plots: throughput_vs_batch.png, latency_vs_concurrency.png, stedq_vs_peers.png", ""]
