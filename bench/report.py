@@ -193,7 +193,9 @@ def markdown(results: dict, command: str) -> str:
         lines += [f"- {system}: {why.splitlines()[0]}" for system, why in results["skipped"].items()]
     if results["notes"]:
         lines += ["", "## Notes", ""] + [f"- {key}: {value}" for key, value in results["notes"].items()]
-    if results.get("profile"):
+    if results.get("profile") and "error" in results["profile"]:
+        lines += ["", f"Profiling failed: {results['profile']['error']}"]
+    elif results.get("profile"):
         p = results["profile"]
         lines += ["", f"## Where the server's time goes (py-spy, {p['scenario']})", "",
                   f"{p['samples']} samples over {p['seconds']} s (collapsed stacks for flamegraph.pl or "

@@ -188,7 +188,11 @@ class Bench:
             if o.profile and "stedq" in self.servers:
                 from stedq.bench.profile import profile_server
 
-                profile = profile_server(self.servers["stedq"], loadgen, o)
+                try:
+                    profile = profile_server(self.servers["stedq"], loadgen, o)
+                except Exception as exc:  # noqa: BLE001 - e.g. no ptrace permission: keep the measurements
+                    profile = {"error": str(exc)}
+                    log.error("profiling failed: %s", exc)
         finally:
             loadgen.close()
             rss = {name: server.usage().rss_mb for name, server in self.servers.items()}

@@ -29,7 +29,7 @@ def quick_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run(
         [sys.executable, "-m", "stedq", "bench", "--quick", "--out", str(out), "--peers", "kserve", "paper",
-         "--intra-op-threads", "1", "--device", "cpu"],
+         "--intra-op-threads", "1", "--device", "cpu", "--profile"],
         capture_output=True, text=True, timeout=280, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out
@@ -86,6 +86,17 @@ def test_quick_run_writes_plots_and_summary(quick_run):
     assert "| scenario | images/s | p50 ms" in summary and "stedq/v1/concurrency/c4/batching" in summary
     assert "## Targets" in summary and "not measured" in summary
     assert (quick_run / "logs" / "stedq.log").is_file()
+
+
+@pytest.mark.slow
+def test_quick_run_profiles_the_server_with_py_spy(quick_run):
+    profile = json.loads((quick_run / "bench.json").read_text())["profile"]
+    if "error" in profile and "ermission" in profile["error"]:
+        pytest.skip(f"py-spy may not attach here: {profile['error']}")
+    assert "error" not in profile, profile
+    assert profile["samples"] > 10 and sum(profile["buckets"].values()) == pytest.approx(1.0)
+    assert Path(profile["stacks"]).read_text().count("\n") > 1
+    assert "Where the server's time goes" in (quick_run / "summary.md").read_text()
 
 
 def test_paper_baseline_scores_like_onnxruntime_and_rejects_bad_json(tmp_path):
