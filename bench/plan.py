@@ -49,7 +49,7 @@ def quick_options(out: Path, **overrides) -> BenchOptions:
     """Every kind of scenario once, briefly: proves the harness works, measures nothing worth quoting."""
     values = dict(out=out, quick=True, rounds=1, duration_s=0.2, warmup_s=0.05, min_calls=2,
                   limit_batches=[1, 4], unary_batches=[1, 4], stream_windows=[4], concurrency=[1, 4],
-                  peer_concurrency=4, peer_batches=[1], int8=False)
+                  peer_concurrency=4, peer_batches=[1, 4], int8=False)
     values.update(overrides)
     return BenchOptions(**values)
 

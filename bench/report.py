@@ -12,6 +12,8 @@ from pathlib import Path
 
 from stedq.bench.stats import spread
 
+# instruction sets onnxruntime's CPU kernels use (INT8 and BF16 speed depends on them)
+SIMD_FLAGS = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16"}
 PACKAGES = ("stedq", "onnxruntime", "grpcio", "protobuf", "numpy", "tritonclient", "psutil", "matplotlib")
 
 
@@ -26,18 +28,20 @@ def environment(settings, mlserver_version: str | None) -> dict:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     versions["mlserver"] = mlserver_version
-    cpu = platform.processor() or ""
+    cpu, flags = "", []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and not cpu:
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = [f for f in line.split(":", 1)[1].split() if f in SIMD_FLAGS]
     except OSError:
         pass
+    cpu = cpu or platform.processor()
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-        "cpu": cpu, "logical_cpus": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
+        "cpu": cpu, "cpu_simd": flags, "logical_cpus": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "niceness": os.nice(0), "versions": versions,
         "onnxruntime_providers_available": ort.get_available_providers(),
@@ -121,7 +125,7 @@ def targets(results: dict, batch: int = 32, clients: int = 32) -> list[dict]:
     add("single-image p50 overhead (ms)", "<= 0.5",
         _paired(s.get("stedq/v1/unary/b1"), s.get("in-process/fp32/b1"), lambda x, y: x["p50_ms"] - y["p50_ms"]),
         lambda v: v <= 0.5, "p50 of stedq/v1/unary/b1 (one caller, client library) minus p50 of in-process/fp32/b1")
-    add("single-image p50 overhead (ms), server with --no-batching", "<= 0.5 (for reference)",
+    add("single-image p50 overhead (ms), --no-batching server (reference)", "<= 0.5",
         _paired(s.get("stedq/v1/concurrency/c1/no-batching"), s.get("in-process/fp32/b1"),
                 lambda x, y: x["p50_ms"] - y["p50_ms"]),
         lambda v: v <= 0.5, "as above, against the server started with --no-batching (no queue delay to wait "
