@@ -94,6 +94,10 @@ def latency_vs_concurrency(results: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     left.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    left.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))   # 1000, not 10^3
+    left.yaxis.set_minor_formatter(NullFormatter())
     left.set_ylabel("latency (ms)")
     left.set_title("stedq gRPC latency percentiles", fontsize=9)
     right.set_ylabel("images / s")
