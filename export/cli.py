@@ -39,9 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibration-images", type=int, default=256,
                         help="at most this many calibration images (default: 256)")
     parser.add_argument("--test-images", type=int, default=None, help="at most this many test images (default: all)")
-    parser.add_argument("--int8-placements", default="conv2-6,conv3-6",
-                        help="INT8 layer placements to try in order until one passes the gate: conv2-6 "
-                             "(first conv and FC head stay FP32), conv3-6, all (default: conv2-6,conv3-6)")
+    parser.add_argument("--int8-placements", default="conv2-6,conv3-6,conv4-6,conv5-6",
+                        help="INT8 layer placements to try in order until one passes the gate: convK-6 "
+                             "quantizes convolutions K..6 (K = 2..6; earlier ones and the FC head stay "
+                             "FP32), all quantizes every Conv and Gemm (default: conv2-6,conv3-6,conv4-6,conv5-6)")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 20)")
     parser.add_argument("--parity-tolerance", type=float, default=1e-5,
                         help="max |ONNX - PyTorch| allowed (default: 1e-5)")

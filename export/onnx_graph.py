@@ -46,8 +46,55 @@ def export_onnx(model: NormalizedQualityNet, opset: int = DEFAULT_OPSET) -> onnx
     proto.doc_string = "QualityNet (Robitaille et al., IAAI 2018): STED image quality score"
     proto.graph.input[0].doc_string = INPUT_DOC
     proto.graph.output[0].doc_string = OUTPUT_DOC
+    pool_before_elu(proto)
     check_model(proto)
     return proto
+
+
+def pool_before_elu(proto: onnx.ModelProto) -> int:
+    """Rewrite each Elu -> MaxPool pair as MaxPool -> Elu, in place; returns how many.
+
+    ELU is increasing, so max(elu(a), elu(b)) == elu(max(a, b)) exactly (MaxPool's ceil-mode padding
+    never wins a max): the outputs are bit-identical, and ELU then runs on a quarter of the values.
+    onnxruntime's CPU Elu is slow: it took about half of the FP32 time of this model, and the
+    rewrite made it 2.5x faster (docs/export.md). The parity gate checks the result against PyTorch.
+    """
+    graph = proto.graph
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    graph_outputs = {value.name for value in graph.output}
+    swapped = 0
+    for elu in [node for node in graph.node if node.op_type == "Elu"]:
+        users = consumers.get(elu.output[0], [])
+        if len(users) != 1 or users[0].op_type != "MaxPool" or elu.output[0] in graph_outputs \
+                or len(users[0].output) != 1:   # a MaxPool with indices is not a plain max
+            continue
+        pool = users[0]
+        pooled = pool.output[0]
+        pool.input[0], pool.output[0] = elu.input[0], pooled + "_before_elu"
+        elu.input[0], elu.output[0] = pool.output[0], pooled
+        swapped += 1
+    if swapped:
+        _sort_topologically(graph)
+    return swapped
+
+
+def _sort_topologically(graph: onnx.GraphProto) -> None:
+    known = {value.name for value in graph.input} | {tensor.name for tensor in graph.initializer} | {""}
+    ordered, pending = [], list(graph.node)
+    while pending:
+        ready = [node for node in pending if all(name in known for name in node.input)]
+        if not ready:
+            raise ExportError("graph rewrite left a node whose inputs are never produced")
+        for node in ready:
+            known.update(node.output)
+        ordered += ready
+        done = {id(node) for node in ready}
+        pending = [node for node in pending if id(node) not in done]
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 def check_model(proto: onnx.ModelProto) -> None:

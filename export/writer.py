@@ -36,7 +36,7 @@ from stedq.export.gate import MAX_MEAN_ABS_DIFF, MIN_SPEARMAN, GateResult, accur
 from stedq.export.onnx_graph import DEFAULT_OPSET, export_onnx
 from stedq.export.parity import PARITY_BATCH_SIZES, PARITY_TOLERANCE, check_parity
 from stedq.export.runtime import cpu_session, images_per_second, score
-from stedq.export.variants import INT8_PLACEMENTS, convert_fp16, quantize_int8
+from stedq.export.variants import DEFAULT_INT8_PLACEMENTS, convert_fp16, quantize_int8
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class ExportOptions:
     min_spearman: float = MIN_SPEARMAN
     calibration_images: np.ndarray | None = None        # (N, 224, 224) in [0, 1], training split
     test_images: np.ndarray | None = None               # (N, 224, 224) in [0, 1], test split
-    int8_placements: tuple[str, ...] = tuple(INT8_PLACEMENTS)   # tried in order, first to pass wins
+    int8_placements: tuple[str, ...] = DEFAULT_INT8_PLACEMENTS   # tried in order, first to pass wins
     measure_speed: bool = False                         # images/s of each variant (batch 32, CPU)
     write_rdf: bool = True
 

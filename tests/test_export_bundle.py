@@ -68,6 +68,12 @@ def test_fp32_graph_contract(exported):
     assert graph_output.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     dims = graph_input.type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 224, 224]
+    # ELU runs after max-pooling (exact, 4x fewer ELUs): every MaxPool feeds an Elu, no Elu feeds a MaxPool
+    producers = {out: node for node in model.graph.node for out in node.output}
+    pools = [node for node in model.graph.node if node.op_type == "MaxPool"]
+    assert len(pools) == 6
+    assert all(producers[pool.input[0]].op_type == "Conv" for pool in pools)
+    assert sum(producers[node.input[0]].op_type == "MaxPool" for node in model.graph.node if node.op_type == "Elu") == 6
     size_mb = (exported["out"] / "model.onnx").stat().st_size / 1e6
     assert 15 < size_mb < 19   # 4.25 M float32 parameters, weights inline
 
