@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from stedq.settings import ENV_PREFIX, add_settings_arguments, settings_from_args
+from stedq.settings import add_settings_arguments, settings_from_args
 
 SERVE_SETTINGS = [
     "model", "model_name", "variant", "device", "host", "port", "metrics_host", "metrics_port",
@@ -28,16 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    try:
-        settings = settings_from_args(args)
-    except ValidationError as exc:  # one line per bad value, naming the flag and its variable
-        for error in exc.errors():
-            name = str(error["loc"][0]) if error["loc"] else "?"
-            print(f"stedq serve: --{name.replace('_', '-')} / {ENV_PREFIX}{name.upper()} = "
-                  f"{error.get('input')!r}: {error['msg']}", file=sys.stderr)
-        return 2
+    settings = settings_from_args(args)  # invalid values: SettingsError, reported by stedq.cli
 
     from stedq.server.app import serve  # heavy imports (onnxruntime, grpc) only when serving
 

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from stedq import __version__
+from stedq.settings import SettingsError
 
 DESCRIPTION = """\
 stedq scores STED super-resolution images for quality, the way an expert would
@@ -20,6 +21,9 @@ typical workflow:
   stedq export runs/q1 --out models/q1   ONNX bundle (FP32, INT8, FP16) for the server
   stedq serve                            gRPC server with the bundled default model
   stedq score samples/                   score files against a running server
+  stedq loop                             tune a simulated microscope with the score (example)
+  stedq bench --quick                    latency/throughput: in-process vs gRPC vs peers
+  stedq study create|serve|report        the paper's expert user study as a web app
 """
 
 
@@ -53,13 +57,18 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         result = args.func(args)
+    except SettingsError as exc:  # one clear line per bad value, no traceback
+        for line in str(exc).splitlines():
+            print(f"stedq {args.command}: {line}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except ModuleNotFoundError as exc:  # an extra that is not installed
         hint = {"torch": "train", "onnx": "train", "pysted": "train", "onnxruntime": "serve",
                 "prometheus_client": "serve", "grpc_reflection": "serve", "matplotlib": "client",
-                "tritonclient": "bench", "psutil": "bench"}.get((exc.name or "").split(".")[0])
+                "tritonclient": "bench", "psutil": "bench", "starlette": "study", "uvicorn": "study",
+                "jinja2": "study", "multipart": "study"}.get((exc.name or "").split(".")[0])
         if hint is None:
             raise
         print(f"stedq {args.command}: missing package '{exc.name}'. "

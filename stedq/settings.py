@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "STEDQ_"
@@ -102,8 +102,20 @@ def add_settings_arguments(parser: argparse.ArgumentParser, names: list[str]) ->
         parser.add_argument(_flag(name), **kwargs)
 
 
+class SettingsError(ValueError):
+    """Invalid setting values; one line per value, naming the flag, its variable and the problem."""
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings with the flags the user actually gave taking precedence over env and defaults."""
     given = {name: value for name, value in vars(args).items()
              if name in Settings.model_fields and value is not None}
-    return Settings(**given)
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            lines.append(f"--{name.replace('_', '-')} / {ENV_PREFIX}{name.upper()} = "
+                         f"{error.get('input')!r}: {error['msg']}")
+        raise SettingsError("\n".join(lines)) from None

@@ -5,7 +5,7 @@ import pytest
 
 from stedq.cli import build_parser
 
-SUBCOMMANDS = ["data", "train", "evaluate", "export", "serve", "score", "bench", "study"]
+SUBCOMMANDS = ["data", "train", "evaluate", "export", "serve", "score", "loop", "bench", "study"]
 
 
 def run_stedq(*args: str) -> subprocess.CompletedProcess:
@@ -42,3 +42,11 @@ def test_missing_subcommand_is_an_error():
     result = run_stedq()
     assert result.returncode == 2
     assert "COMMAND" in result.stderr
+
+
+def test_invalid_setting_is_one_clear_line_for_any_command(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "stedq", "score", str(tmp_path), "--timeout-s", "-1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "stedq score: --timeout-s / STEDQ_TIMEOUT_S = -1.0: Input should be greater than 0" in result.stderr
+    assert "Traceback" not in result.stderr

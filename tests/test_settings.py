@@ -1,9 +1,8 @@
 import argparse
 
 import pytest
-from pydantic import ValidationError
 
-from stedq.settings import Settings, add_settings_arguments, settings_from_args
+from stedq.settings import Settings, SettingsError, add_settings_arguments, settings_from_args
 
 
 def parse(argv: list[str]) -> Settings:
@@ -48,7 +47,7 @@ def test_flag_overrides_env(monkeypatch):
 
 def test_invalid_values_are_rejected(monkeypatch):
     monkeypatch.setenv("STEDQ_PORT", "not-a-port")
-    with pytest.raises(ValidationError, match="port"):
+    with pytest.raises(SettingsError, match="--port / STEDQ_PORT = 'not-a-port'"):
         parse([])
     monkeypatch.delenv("STEDQ_PORT")
     with pytest.raises(SystemExit):
