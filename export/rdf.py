@@ -52,6 +52,22 @@ def _test_image(seed: int = 0) -> np.ndarray:
     return np.clip(image, 0, 1).astype(np.float32)
 
 
+def _numbers(values: dict) -> str:
+    shown = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return ", ".join(shown) or "none recorded"
+
+
+def _gates(manifest: Manifest) -> str:
+    lines = []
+    for variant, gate in (manifest.metrics.get("variants") or {}).items():
+        where = f", layers {gate['placement']}" if gate.get("placement") else ""
+        verdict = "written" if gate.get("passed") else f"not written ({gate.get('reason')})"
+        lines.append(f"- {variant}{where}: mean |Δscore| {gate['mean_abs_diff']:.4f}, max {gate['max_abs_diff']:.4f}, "
+                     f"Spearman {gate['spearman']:.4f} on {gate['n_images']} test images: {verdict}")
+    return "\n".join(lines) or "- no variants were built (no test images)"
+
+
 def _card(manifest: Manifest) -> str:
     placeholder = manifest.training.get("placeholder")
     warning = f"\n**Placeholder model: {placeholder}.**\n" if placeholder else ""
@@ -67,13 +83,15 @@ Scores a 224×224 STED microscopy image for quality in [0, 1], the way an expert
 - Output `{manifest.output.name}`: float32 [batch, 1], the quality score.
 - Variants: {", ".join(f"{k} ({v})" for k, v in manifest.variants.items())}; all share the same I/O.
 - Training data: {data.get("description", "unknown")} (hash {data.get("hash", "") or "none"}).
-- Test metrics: {manifest.metrics.get("test") or "none recorded"}.
+- Test metrics (FP32 PyTorch, test split): {_numbers(manifest.metrics.get("test") or {})}.
 
 ## Validation
 
 stedq checks every export: the FP32 graph reproduces PyTorch within 1e-5 at batch 1, 7, 32 and 64,
 and each INT8/FP16 variant scores the test split like FP32 (mean |Δscore| <= 0.01, Spearman >= 0.99)
-or is not written. This export: {manifest.metrics.get("variants") or "no variant gates run"}.
+or is not written. This export (parity max |Δ| {max((manifest.metrics.get("parity_max_abs_diff") or {"-": 0}).values()):.2g}):
+
+{_gates(manifest)}
 
 Simulated STED images are made with pySTED (CC BY 4.0: credit its authors when you reuse them).
 """

@@ -200,7 +200,8 @@ def _manifest(checkpoint: dict[str, Any], options: ExportOptions, parity: dict[s
     }
     if checkpoint.get("placeholder"):
         training["placeholder"] = checkpoint["placeholder"]
-    metrics: dict[str, Any] = {"test": _json_safe(checkpoint.get("metrics") or {}),
+    # the checkpoint's own metrics as `stedq evaluate` wrote them ("test", "test_per_bin", ...), then ours
+    metrics: dict[str, Any] = {"test": {}, **_json_safe(checkpoint.get("metrics") or {}),
                                "parity_max_abs_diff": parity,
                                "variants": {v: g.as_dict() for v, g in gates.items()}}
     if len(attempts.get("int8", [])) > 1:

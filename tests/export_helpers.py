@@ -58,7 +58,7 @@ def spread_checkpoint(images: np.ndarray, seed: int = 0, metrics: dict | None = 
         "config": {"epochs": 0, "note": "test checkpoint: batch-norm statistics set, last layer rescaled"},
         "data": {"path": "", "hash": "test-hash-0123", "description": "synthetic test filaments",
                  "n_train": len(images), "n_val": 0, "n_test": 0},
-        "metrics": metrics if metrics is not None else {"rmse": 0.123, "spearman": 0.456},
+        "metrics": metrics if metrics is not None else {"test": {"n": 9, "rmse": 0.123, "spearman": 0.456}},
         "epoch": 1,
         "stedq_version": stedq.__version__,
     }

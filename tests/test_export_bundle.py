@@ -49,7 +49,9 @@ def test_manifest_describes_the_checkpoint(exported):
     assert manifest.normalization.std == pytest.approx([checkpoint["normalization"]["std"]])
     assert manifest.training["data"]["hash"] == "test-hash-0123"
     assert manifest.training["data"]["description"] == "synthetic test filaments"
-    assert manifest.metrics["test"] == checkpoint["metrics"]
+    assert manifest.metrics["test"] == checkpoint["metrics"]["test"]
+    card = (exported["out"] / "README.md").read_text()
+    assert "rmse 0.123" in card and "Spearman" in card and "2.1.0" in card
     assert manifest.input.name == "image" and manifest.input.shape == [-1, 1, 224, 224]
     assert manifest.output.name == "score" and manifest.output.shape == [-1, 1]
     assert manifest.stedq_version and datetime.fromisoformat(manifest.created.replace("Z", "+00:00"))
