@@ -86,6 +86,9 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a checkpoint is an ordinary file
     try:
         torch.save(checkpoint, tmp)
         os.replace(tmp, path)
