@@ -3,6 +3,7 @@
 rdf.yaml (model spec 0.5) points at model.onnx, describes the input axes and value range, and ships a
 test input/output pair (the spec requires one to check a runtime reproduces the model) and a model
 card (README.md). Normalization is inside the graph, so the only preprocessing is the dtype cast.
+The test input is a typical test-split image when the export has test images.
 """
 
 from __future__ import annotations
@@ -98,9 +99,12 @@ Simulated STED images are made with pySTED (CC BY 4.0: credit its authors when y
 
 
 def write_rdf(folder: Path, manifest: Manifest, fp32_session: ort.InferenceSession,
-              fp32: onnx.ModelProto) -> None:
+              fp32: onnx.ModelProto, sample: np.ndarray | None = None) -> None:
+    """rdf.yaml, the model card and the test pair; `sample` (224, 224) in [0, 1] is the test input
+    (default: a synthetic pattern)."""
     folder = Path(folder)
-    test_input = _test_image()[None, None]
+    image = _test_image() if sample is None else np.asarray(sample, np.float32)
+    test_input = np.ascontiguousarray(image.reshape(1, 1, INPUT_SIZE, INPUT_SIZE))
     (test_output,) = fp32_session.run(None, {manifest.input.name: test_input})
     np.save(folder / TEST_INPUT, test_input)
     np.save(folder / TEST_OUTPUT, np.asarray(test_output, np.float32))

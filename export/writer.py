@@ -180,7 +180,10 @@ def _export_into(staging: Path, out: Path, checkpoint: dict[str, Any], model, op
         with open(staging / VARIANT_FILES[variant], "wb") as handle:
             handle.write(proto.SerializeToString())
     if options.write_rdf:
-        rdf.write_rdf(staging, manifest, sessions["fp32"], models["fp32"])
+        # bioimage.io's test input: the test image scored closest to the median (a typical image of the
+        # training domain); without test images, a synthetic pattern
+        sample = None if reference is None else test[int(np.argmin(np.abs(reference - np.median(reference))))]
+        rdf.write_rdf(staging, manifest, sessions["fp32"], models["fp32"], sample)
     write_manifest(staging, manifest)
     return ExportReport(out=out, manifest=manifest, parity=parity, gates=gates, skipped=skipped, speed=speed)
 

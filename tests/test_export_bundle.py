@@ -147,6 +147,9 @@ def test_rdf_yaml_is_a_valid_bioimageio_model(exported):
     test_input, test_output = np.load(out / "test_input.npy"), np.load(out / "test_output.npy")
     (scores,) = session(out / "model.onnx").run(None, {"image": test_input})
     np.testing.assert_allclose(scores, test_output, atol=1e-6)
+    # the test input is a typical test-split image: the one scored closest to the median
+    assert min(np.abs(test_input[0, 0] - image).max() for image in exported["test"]) < 1e-6
+    assert 0.2 < float(test_output.ravel()[0]) < 0.8
     spec = pytest.importorskip("bioimageio.spec")
     description = spec.load_description(out / "rdf.yaml", perform_io_checks=True)
     assert description.validation_summary.status in ("valid-format", "passed"), \
