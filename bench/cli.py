@@ -22,7 +22,7 @@ code's design (one image per HTTP request, pixels as JSON). Every round runs eve
 results are medians over rounds with min..max, and ratios to the limit are paired by round.
 
 Writes OUT/bench.json (every figure and the environment), OUT/summary.md, three PNG plots and the
-servers' logs in OUT/logs/. The full run takes about 5 minutes; --quick (under a minute) only proves
+servers' logs in OUT/logs/. The full run (126 points) takes 5-10 minutes; --quick (under a minute) only proves
 the harness works."""
 
 EPILOG = """\
