@@ -108,7 +108,10 @@ def _check_unit_floats(image: np.ndarray, *, field: str) -> None:
 
 
 def demo_image(size: int = MODEL_INPUT_SIZE, seed: int = 7) -> np.ndarray:
-    """A built-in synthetic STED-like image (blurred fibres with Poisson noise) for the start-up self-test."""
+    """A built-in synthetic STED-like image (blurred fibres with Poisson noise) for the start-up self-test.
+
+    Photon counts rescaled as a uint16 export is (counts / 65535): the range the model was trained on.
+    """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     image = np.zeros((size, size), np.float32)
@@ -118,4 +121,4 @@ def demo_image(size: int = MODEL_INPUT_SIZE, seed: int = 7) -> np.ndarray:
         distance = np.abs((xx - x0) * np.sin(angle) - (yy - y0) * np.cos(angle))
         image += np.exp(-0.5 * (distance / 2.0) ** 2)
     counts = rng.poisson(image * 30.0 + 1.0).astype(np.float32)
-    return np.clip(counts / counts.max(), 0.0, 1.0).astype(np.float32)
+    return np.clip(counts / np.float32(65535), 0.0, 1.0).astype(np.float32)

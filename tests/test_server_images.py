@@ -64,7 +64,8 @@ def test_typed_values_are_checked_against_the_dtype_range():
 def test_demo_image_is_a_valid_input():
     image = demo_image()
     assert image.shape == (224, 224) and image.dtype == np.float32
-    assert 0.0 <= image.min() and image.max() == 1.0 and image.std() > 0.05
+    # photon counts of a uint16 export rescaled by 65535: as dim as the training data
+    assert 0.0 <= image.min() and 0.0 < image.max() < 0.01 and image.std() > 1e-5
 
 
 @pytest.mark.parametrize("length, stride, expected", [
