@@ -66,6 +66,20 @@ class ChannelConfig:
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),) if self.token else ()
 
+    def open(self, module=grpc):
+        """A channel from `grpc` or `grpc.aio` (same call shape) with these credentials and options."""
+        credentials = self.credentials()
+        if credentials is None:
+            return module.insecure_channel(self.target, options=self.options())
+        return module.secure_channel(self.target, credentials, options=self.options())
+
+
+def client_arguments(settings) -> dict:
+    """Client constructor arguments from `stedq.settings.Settings` (server, tls_cert, token, timeout_s)."""
+    token = settings.token.get_secret_value() if settings.token else None
+    return {"target": settings.server, "tls": settings.tls_cert or False, "token": token,
+            "timeout": settings.timeout_s}
+
 
 def backoff_delays(retries: int, initial_s: float, maximum_s: float, rng: random.Random | None = None):
     """Exponential backoff with jitter: `retries` delays, the n-th between half and all of

@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stedq.clients.channel import RETRYABLE, SERVICE, ChannelConfig, backoff_delays
+from stedq.clients.channel import RETRYABLE, SERVICE, ChannelConfig, backoff_delays, client_arguments
 from stedq.clients.errors import QualityError
 from stedq.clients.images import DEFAULT_MAX_MESSAGE_BYTES, as_image_list, split_by_size, to_message
 from stedq.clients.results import ImageResult, QualityMap, StreamResult
@@ -74,11 +74,7 @@ class QualityClient:
         self.timeout, self.retries, self.client_id = timeout, retries, client_id
         self.backoff_s, self.max_backoff_s, self.stream_timeout = backoff_s, max_backoff_s, stream_timeout
         self.model_version = ""   # of the last answer
-        credentials = self.config.credentials()
-        if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=self.config.options())
-        else:
-            self._channel = grpc.secure_channel(target, credentials, options=self.config.options())
+        self._channel = self.config.open(grpc)
         self._stub = pb_grpc.QualityServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._metadata = self.config.metadata()
@@ -87,9 +83,7 @@ class QualityClient:
     @classmethod
     def from_settings(cls, settings, **kwargs) -> QualityClient:
         """From `stedq.settings.Settings` (server, tls_cert, token, timeout_s)."""
-        token = settings.token.get_secret_value() if settings.token else None
-        return cls(settings.server, tls=settings.tls_cert or False, token=token,
-                   timeout=settings.timeout_s, **kwargs)
+        return cls(**client_arguments(settings), **kwargs)
 
     @property
     def target(self) -> str:
