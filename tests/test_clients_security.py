@@ -1,55 +1,23 @@
 """The clients over TLS, mutual TLS and with a bearer token, against real servers (throwaway CA)."""
 
-import datetime
-import ipaddress
 import subprocess
 import sys
 
 import grpc
 import numpy as np
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from stedq.clients import QualityClient, QualityError
 from tests.conftest import REPO_ROOT
 from tests.server_support import ThreadedServer, model_bundle, random_images, server_settings
+from tests.tls_support import write_test_pki
 
 TOKEN = "acquisition-token"
 
 
-def _certificate(name: str, key, signer_key, issuer: x509.Name | None, *, ca=False, server=False):
-    now = datetime.datetime.now(datetime.timezone.utc)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer or subject)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(hours=2))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-    return builder.sign(signer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
-
-def _key_pem(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("client-pki")
-    ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    ca_pem = _certificate("stedq client-test CA", ca_key, ca_key, None, ca=True)
-    issuer = x509.load_pem_x509_certificate(ca_pem).subject
-    files = {"ca.pem": ca_pem, "server.pem": _certificate("localhost", server_key, ca_key, issuer, server=True),
-             "server.key": _key_pem(server_key), "client.pem": _certificate("microscope-pc", client_key, ca_key, issuer),
-             "client.key": _key_pem(client_key)}
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
-    return folder
+    return write_test_pki(tmp_path_factory.mktemp("client-pki"), client_name="microscope-pc")
 
 
 @pytest.fixture(scope="module")

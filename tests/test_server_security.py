@@ -1,64 +1,24 @@
 """TLS, mutual TLS and bearer-token auth on a real server, with a throwaway CA made by `cryptography`."""
 
-import datetime
-import ipaddress
 
 import grpc
 import numpy as np
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stedq.v1 import quality_pb2 as pb
 from stedq.v1 import quality_pb2_grpc as pb_grpc
 from tests.server_support import ThreadedServer, model_bundle, pb_image, server_settings
+from tests.tls_support import write_test_pki
 
 TOKEN = "s3cret-token"
 HOST_OVERRIDE = (("grpc.ssl_target_name_override", "localhost"),)
 REQUEST = pb.ScoreRequest(images=[pb_image(np.zeros((224, 224), np.uint8))])
 
 
-def _key():
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _pem(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _cert(subject: str, key, issuer_key, issuer: x509.Name | None, *, ca: bool = False, server: bool = False):
-    now = datetime.datetime.now(datetime.timezone.utc)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pki")
-    ca_key = _key()
-    ca = _cert("stedq test CA", ca_key, ca_key, None, ca=True)
-    server_key, client_key = _key(), _key()
-    files = {
-        "ca.pem": ca.public_bytes(serialization.Encoding.PEM),
-        "server.pem": _cert("localhost", server_key, ca_key, ca.subject, server=True).public_bytes(serialization.Encoding.PEM),
-        "server.key": _pem(server_key),
-        "client.pem": _cert("acquisition-pc", client_key, ca_key, ca.subject).public_bytes(serialization.Encoding.PEM),
-        "client.key": _pem(client_key),
-    }
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
-    return folder
+    return write_test_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
