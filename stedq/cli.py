@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = {"torch": "train", "onnx": "train", "pysted": "train", "onnxruntime": "serve",
                 "prometheus_client": "serve", "grpc_reflection": "serve", "matplotlib": "client",
                 "tritonclient": "bench", "psutil": "bench", "starlette": "study", "uvicorn": "study",
-                "jinja2": "study", "multipart": "study"}.get((exc.name or "").split(".")[0])
+                "jinja2": "study", "multipart": "study", "python_multipart": "study"}.get((exc.name or "").split(".")[0])
         if hint is None:
             raise
         print(f"stedq {args.command}: missing package '{exc.name}'. "

@@ -167,13 +167,9 @@ def _add_tester(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # A missing web stack (the `study` extra) is reported by stedq.cli's missing-extra handler.
+    from stedq.study.app import serve
     from stedq.study.store import StudyError
-
-    try:
-        from stedq.study.app import serve
-    except ModuleNotFoundError as exc:   # the web stack is the `study` extra
-        return _fail(args, RuntimeError(f"missing package '{exc.name}'. Install the extra: "
-                                        "pip install 'stedq[study]'"))
 
     try:
         serve(args.study, host=args.host, port=args.port, base_url=args.base_url)
