@@ -39,16 +39,17 @@ def test_label_rises_with_dwell_time(structure, seed):
     assert longer["snr"] > info["snr"]
 
 
-def test_good_settings_inside_the_ranges_beat_the_extremes():
-    # The acquisition loop needs an optimum inside the ranges: pushing everything to the maximum
-    # bleaches, the minimum is noisy and confocal-like.
+def test_the_optimum_within_a_bleaching_budget_lies_inside_the_ranges():
+    # The acquisition loop maximizes the score within a bleaching budget (clients/loop.py, default 0.15),
+    # as the paper's does. The minimum settings give a noisy confocal-like image; the maximum gives a
+    # sharp one but bleaches far beyond any budget; good settings inside the ranges do well within it.
     high = {name: hi for name, (lo, hi) in PARAMETER_RANGES.items()}
     low = {name: lo for name, (lo, hi) in PARAMETER_RANGES.items()}
     good = {"dwell_time_us": 30.0, "p_ex_uw": 10.0, "p_sted_mw": 50.0}
-    q = {name: _clean_label("actin", 11, **params)[0] for name, params in
-         (("high", high), ("low", low), ("good", good))}
-    assert q["good"] > q["high"] and q["good"] > q["low"], q
-    assert _clean_label("actin", 11, **high)[1]["bleaching"] > 0.3
+    info = {name: _clean_label("actin", 11, **params)[1] for name, params in
+            (("high", high), ("low", low), ("good", good))}
+    assert info["good"]["label_clean"] > info["low"]["label_clean"] + 0.4, info
+    assert info["good"]["bleaching"] < 0.15 < 0.3 < info["high"]["bleaching"]
 
 
 def test_repeated_acquisitions_bleach_the_same_sample():
@@ -59,7 +60,26 @@ def test_repeated_acquisitions_bleach_the_same_sample():
     assert infos[2]["molecules"] < infos[0]["molecules"]
     assert infos[2]["signal_counts"] < infos[0]["signal_counts"]
     image, info = SimulatedMicroscope("actin", seed=2).acquire(40, 15, 80, bleach=False)
-    assert info["bleaching"] == 0 and info["bleached_fraction"] == 0
+    assert info["bleaching"] == 0 and info["bleached_fraction"] == 0 and info["structure_loss"] == 0
+
+
+def test_a_faded_structure_lowers_the_label_scan_after_scan():
+    # The label's bleaching term is what the image shows: the structure already lost when it is taken
+    # (earlier scans, half of this one), so re-scans of one field rate lower and lower.
+    scope = SimulatedMicroscope("actin", seed=10_000)
+    infos = [scope.acquire(dwell_time_us=80, p_ex_uw=10, p_sted_mw=100)[1] for _ in range(4)]
+    losses = [info["structure_loss"] for info in infos]
+    assert 0 < losses[0] < losses[1] < losses[2] < losses[3] < 1
+    assert abs(losses[0] - infos[0]["bleaching"] / 2) < 1e-9   # first scan: half its own bleaching
+    labels = [info["label_clean"] for info in infos]
+    assert all(a - b > 0.03 for a, b in zip(labels, labels[1:], strict=False)), labels
+
+
+def test_longer_dwell_still_rates_higher_despite_its_own_bleaching():
+    # The bleaching a scan causes after a pixel is recorded is not in the image: doubling the dwell at
+    # good settings must not rate lower (the old per-scan term made 80 us worse than 40 us).
+    labels = [_clean_label("actin", 10_000, dwell_time_us=d, p_ex_uw=10, p_sted_mw=60)[0] for d in (20, 40, 80)]
+    assert labels[0] < labels[1] < labels[2], labels
 
 
 def test_acquire_output_and_determinism():

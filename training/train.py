@@ -254,7 +254,7 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
             optimizer.step()
             seen += len(idx)
             loss_sum += loss.item() * len(idx)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)  # no redraw per step
         bar.close()
         train_loss = loss_sum / max(seen, 1)
         val_loss = _validate(model, val_x, val_y, mean, std, device, precision, config)

@@ -58,7 +58,7 @@ def label_map(png: Path, p_ex_uw: float = 10.0, samples: int = 2, progress: bool
                         grids[key][i, j] += info[key] / samples
                     bar.update()
     titles = {"label_clean": "virtual-expert label (noise-free)", "q_resolution": "resolution score",
-              "q_snr": "SNR score", "bleaching": "fraction bleached by the scan"}
+              "q_snr": "SNR score", "bleaching": "fraction bleached by the scan (the loop's budget, not the label)"}
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
     for ax, key in zip(axes.ravel(), keys, strict=True):
         image = ax.imshow(grids[key], origin="lower", aspect="auto", cmap="viridis",
@@ -87,11 +87,13 @@ def components_plot(labels_csv: Path, png: Path) -> Path:
         rows = list(csv.DictReader(handle))
     if not rows:
         raise SystemExit(f"{labels_csv}: no rows")
+    # Sets made before the label used structure_loss only have the per-scan bleaching.
+    loss = "structure_loss" if "structure_loss" in rows[0] else "bleaching"
     col = {key: np.array([float(r[key]) for r in rows]) for key in
-           ("label", "resolution_nm", "snr", "bleaching", "p_sted_mw", "dwell_time_us")}
+           ("label", "resolution_nm", "snr", loss, "p_sted_mw", "dwell_time_us")}
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=True)
-    for ax, key, name in zip(axes, ("resolution_nm", "snr", "bleaching"),
-                             ("resolution (nm)", "SNR", "fraction bleached by the scan"), strict=True):
+    for ax, key, name in zip(axes, ("resolution_nm", "snr", loss),
+                             ("resolution (nm)", "SNR", f"{loss.replace('_', ' ')} (fraction)"), strict=True):
         points = ax.scatter(col[key], col["label"], c=col["dwell_time_us"], s=5, cmap="plasma", alpha=0.7)
         ax.set_xlabel(name)
         ax.grid(alpha=0.3)

@@ -7,8 +7,10 @@ and whether it shows bleaching or other artefacts. The components are measured, 
   (pysted's `get_effective`: excitation x depletion x detection); ~170 nm confocal, ~40 nm at full STED.
 - snr: from the image itself: (signal - background) / sqrt(signal), with signal the mean photon count
   of the brightest 2 % of (lightly smoothed) pixels and background the median count; Poisson-limited.
-- bleaching: fraction of the sample's fluorophores destroyed by this acquisition (raster bleaching
-  dims the later lines of a scan, an artefact experts penalize).
+- structure_loss: fraction of the fresh sample's fluorophores already gone while this image is taken
+  (earlier scans of the region plus half of this scan's own bleaching): what an expert sees as a faded,
+  patchy structure. Only what the image shows counts; bleaching that happens after a pixel was
+  recorded is the acquisition's cost (the control loop's business), not a flaw of the image.
 
 Each is mapped to [0, 1] and combined; a human-like labeller noise (sd 0.03) is added. docs/data.md shows
 the calibration plots.
@@ -22,8 +24,9 @@ import numpy as np
 RES_WORST_NM = 170.0
 RES_BEST_NM = 45.0
 SNR_WORST = 1.5     # below: structure hardly visible in the noise
-SNR_BEST = 8.0      # above: no visible improvement to an expert
-BLEACH_WORST = 0.4  # fraction bleached in one acquisition that ruins the image
+SNR_BEST = 12.0     # above: no visible improvement to an expert (about the brightest 3 % of images)
+LOSS_WORST = 0.6    # fraction of the structure gone that takes the full bleaching penalty
+LOSS_WEIGHT = 0.3   # share of the quality a fully faded structure loses
 RES_FLOOR = 0.15    # a well-exposed confocal-like image still shows the structure
 LABEL_NOISE_SD = 0.03
 
@@ -55,23 +58,23 @@ def image_snr(image: np.ndarray) -> tuple[float, float, float]:
     return float(max(snr, 0.0)), signal, background
 
 
-def score_components(resolution_nm: float, snr: float, bleaching: float) -> dict[str, float]:
+def score_components(resolution_nm: float, snr: float, structure_loss: float) -> dict[str, float]:
     """Each component mapped to [0, 1] (1 = what an expert wants)."""
     q_res = np.clip((RES_WORST_NM - resolution_nm) / (RES_WORST_NM - RES_BEST_NM), 0.0, 1.0)
     q_snr = np.clip(np.log(max(snr, 1e-6) / SNR_WORST) / np.log(SNR_BEST / SNR_WORST), 0.0, 1.0)
-    q_bleach = 1.0 - np.clip(bleaching / BLEACH_WORST, 0.0, 1.0)
+    q_bleach = 1.0 - np.clip(structure_loss / LOSS_WORST, 0.0, 1.0)
     return {"q_resolution": float(q_res), "q_snr": float(q_snr), "q_bleaching": float(q_bleach)}
 
 
-def expert_quality(resolution_nm: float, snr: float, bleaching: float) -> float:
+def expert_quality(resolution_nm: float, snr: float, structure_loss: float) -> float:
     """Noise-free virtual-expert quality in [0, 1].
 
     Resolution sets the ceiling (a confocal-like image is at best mediocre), noise multiplies it down (a
-    sharp image lost in noise is bad) and bleaching during the scan takes a share off.
+    sharp image lost in noise is bad) and a faded structure takes a share off.
     """
-    q = score_components(resolution_nm, snr, bleaching)
+    q = score_components(resolution_nm, snr, structure_loss)
     value = (RES_FLOOR + (1 - RES_FLOOR) * q["q_resolution"]) * q["q_snr"] ** 0.7 \
-        * (0.3 + 0.7 * q["q_bleaching"])
+        * (1 - LOSS_WEIGHT + LOSS_WEIGHT * q["q_bleaching"])
     return float(np.clip(value, 0.0, 1.0))
 
 

@@ -122,15 +122,17 @@ class SimulatedMicroscope:
         resolution = resolution_nm(round(p_ex_uw, 6), round(p_sted_mw, 6))
         snr, signal, background = expert.image_snr(image)
         bleaching = 1.0 - after / before if before else 0.0
-        clean = expert.expert_quality(resolution, snr, bleaching)
+        # What the image shows: the structure as it was halfway through this scan.
+        loss = 1.0 - 0.5 * (before + after) / self.molecules_initial if self.molecules_initial else 0.0
+        clean = expert.expert_quality(resolution, snr, loss)
         info = {
             "structure": self.structure, "source": self.source, "seed": self.seed,
             "acquisition": self.acquisitions, "dwell_time_us": dwell_time_us, "p_ex_uw": p_ex_uw,
             "p_sted_mw": p_sted_mw, "resolution_nm": resolution, "snr": snr, "signal_counts": signal,
             "background_counts": background, "bleaching": bleaching,
             "bleached_fraction": 1.0 - after / self.molecules_initial if self.molecules_initial else 0.0,
-            "molecules": before, "background_cps": self.background_cps,
-            **expert.score_components(resolution, snr, bleaching),
+            "structure_loss": loss, "molecules": before, "background_cps": self.background_cps,
+            **expert.score_components(resolution, snr, loss),
             "label_clean": clean, "label": expert.noisy_label(clean, self.rng),
         }
         return image, info

@@ -32,7 +32,7 @@ BALANCED_BINS = 10
 CSV_FIELDS = [
     "file", "name", "score", "structure", "source", "seed", "index", "acquisition", "dwell_time_us",
     "p_ex_uw", "p_sted_mw", "resolution_nm", "snr", "signal_counts", "background_counts", "bleaching",
-    "bleached_fraction", "molecules", "background_cps", "q_resolution", "q_snr", "q_bleaching",
+    "bleached_fraction", "structure_loss", "molecules", "background_cps", "q_resolution", "q_snr", "q_bleaching",
     "label_clean", "label",
 ]
 
