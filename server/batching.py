@@ -2,7 +2,11 @@
 
 Requests queue their rows; one collector task takes rows from the front of the queue until it has
 `max_batch_size` of them or `max_queue_delay_s` has passed since the first, runs `infer` in a worker
-thread (so the event loop keeps serving), and hands each request its slice of the results. A large
+thread (so the event loop keeps serving), and hands each request its slice of the results. A request
+that finds the collector idle (nothing queued, nothing computing) runs at once: with no other request in
+sight, waiting for the batch to fill would only add the delay to its latency (an acquisition loop sends
+one image at a time). Under load the queue is never empty when an inference ends, and batches linger
+for `max_queue_delay_s` as usual. A large
 request is simply split across batches; a batch can hold the tail of one request and the head of the
 next. Rows of a request whose deadline has passed are dropped before compute (DeadlineExceeded);
 a full queue refuses new requests (QueueFull) instead of growing without limit.
@@ -151,27 +155,32 @@ class DynamicBatcher:
             request.future.set_exception(error)
 
     async def _collect(self) -> None:
+        idle = True   # nothing computing yet
         while True:
+            if not self._queue:
+                idle = True
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             self._busy = True  # from taking rows until their results are out (close() waits on it)
             try:
-                parts = await self._form_batch()
+                parts = await self._form_batch(linger=not idle)
                 if parts:
                     await self._run(parts)
             finally:
                 self._busy = False
+            idle = False  # work queued while this batch ran means load: the next batch lingers
 
-    async def _form_batch(self) -> list[tuple[_Request, int, int]]:
-        """Take up to max_batch_size rows from the queue front: [(request, start, stop), ...]."""
+    async def _form_batch(self, linger: bool = True) -> list[tuple[_Request, int, int]]:
+        """Take up to max_batch_size rows from the queue front: [(request, start, stop), ...]; wait up to
+        max_queue_delay_s for more only if `linger` (work was already queued: the server is loaded)."""
         parts: list[tuple[_Request, int, int]] = []
         size = 0
         started = time.monotonic()
         while size < self.max_batch_size:
             if not self._queue:
                 wait = self.max_queue_delay_s - (time.monotonic() - started)
-                if not self.merge or wait <= 0:
+                if not self.merge or not linger or wait <= 0:
                     break
                 self._wakeup.clear()
                 try:

@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     batching: bool = Field(True, description="merge concurrent requests into batches")
     max_batch_size: int = Field(32, ge=1, description="most images per inference call")
     max_queue_delay_ms: float = Field(2.0, ge=0,
-                                      description="longest a request waits for a batch to fill")
+                                      description="under load, longest a request waits for a batch to fill "
+                                                  "(a request reaching an idle server runs at once)")
     max_queue_size: int = Field(1024, ge=1,
                                 description="images waiting at most; more get RESOURCE_EXHAUSTED")
 

@@ -48,6 +48,33 @@ def test_concurrent_requests_merge_into_batches_and_keep_their_order():
     assert sum(sizes) == 18 and max(sizes) == 8 and len(sizes) == 3  # 8 + 8 + 2: requests were split
 
 
+def test_a_request_reaching_an_idle_batcher_runs_at_once_and_later_ones_batch_while_it_computes():
+    # An acquisition loop sends one image at a time: it must not wait max_queue_delay for company that
+    # is not coming. Requests arriving while an inference runs still form a batch.
+    infer = Recorder()
+
+    async def main():
+        batcher = DynamicBatcher(infer, max_batch_size=8, max_queue_delay_s=2.0)
+        started = time.monotonic()
+        await batcher.submit(rows(0, 1))
+        lone = time.monotonic() - started
+        infer.release.clear()                      # hold the next inference ...
+        first = asyncio.ensure_future(batcher.submit(rows(10, 1)))
+        while not batcher._busy:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.05)                  # ... while two more arrive
+        later = [asyncio.ensure_future(batcher.submit(rows(20 + 10 * i, 1))) for i in range(2)]
+        await asyncio.sleep(0.05)
+        infer.release.set()
+        await asyncio.gather(first, *later)
+        await batcher.close()
+        return lone
+
+    lone = run(main())
+    assert lone < 1.0, f"a lone request waited {lone:.3f} s (the queue delay is 2 s)"
+    assert [len(b) for b in infer.batches] == [1, 1, 2]
+
+
 def test_a_large_request_is_split_at_max_batch_size():
     infer = Recorder()
 
