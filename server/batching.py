@@ -6,10 +6,10 @@ thread (so the event loop keeps serving), and hands each request its slice of th
 that finds the collector idle (nothing queued, nothing computing) runs at once: with no other request in
 sight, waiting for the batch to fill would only add the delay to its latency (an acquisition loop sends
 one image at a time). Under load the queue is never empty when an inference ends, and batches linger
-for `max_queue_delay_s` as usual. A large
-request is simply split across batches; a batch can hold the tail of one request and the head of the
-next. Rows of a request whose deadline has passed are dropped before compute (DeadlineExceeded);
-a full queue refuses new requests (QueueFull) instead of growing without limit.
+for `max_queue_delay_s` as usual. A large request is simply split across batches; a batch can hold the
+tail of one request and the head of the next. Rows of a request whose deadline has passed are dropped
+before compute (DeadlineExceeded); a full queue refuses new requests (QueueFull) instead of growing
+without limit.
 
 One inference runs at a time: on a CPU a single run already uses all intra-op threads, and while it
 runs the next batch fills up, which is what makes batches form under load.
