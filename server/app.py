@@ -64,6 +64,18 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
+def _try_it_hint(host: str, port: int) -> str:
+    """How to score something against this server, as the person who started it would type it."""
+    # A checkout made by ./scripts/serve has .venv/bin/stedq; an installed package or a container has stedq.
+    command = ".venv/bin/stedq" if Path(".venv/bin/stedq").exists() else "stedq"
+    files = "samples/" if Path("samples").is_dir() else "IMAGE.tiff"
+    local = host in ("127.0.0.1", "localhost", "::1")
+    server = "" if local and port == 50051 else f" --server {'localhost' if local else 'HOST'}:{port}"
+    where = ("in another terminal (listening on this machine only: use --host 0.0.0.0 for the lab network)"
+             if local else "from any machine that reaches this one")
+    return f"Try it: `{command} score {files}{server}` {where}"
+
+
 def _fingerprint(files: list[Path]) -> tuple:
     stats = []
     for path in files:
@@ -167,12 +179,10 @@ class StedqServer:
         info = scorer.model_info
         scheme = "grpcs" if settings.tls_cert else "grpc"
         log.info("stedq serving model %s %s (%s, %s) on %s://%s, metrics on http://%s/metrics; warm-up %.2f s, "
-                 "self-test score of the built-in image %.4f. Try it: `.venv/bin/stedq score samples/` in another "
-                 "terminal%s", info.name, info.version, info.variant, info.providers[0], scheme,
-                 _address(settings.host, self.port), _address(settings.bind_metrics_host, self.metrics_port),
-                 seconds, result.score,
-                 "" if settings.host not in ("127.0.0.1", "localhost", "::1")
-                 else " (listening on this machine only: use --host 0.0.0.0 for the lab network)")
+                 "self-test score of the built-in image %.4f. %s", info.name, info.version, info.variant,
+                 info.providers[0], scheme, _address(settings.host, self.port),
+                 _address(settings.bind_metrics_host, self.metrics_port), seconds, result.score,
+                 _try_it_hint(settings.host, self.port))
 
     # --- model reload
     async def reload(self) -> bool:

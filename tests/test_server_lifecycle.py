@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stedq.bundle import read_manifest, write_atomic, write_manifest
-from stedq.server.app import StartupError, StedqServer
+from stedq.server.app import StartupError, StedqServer, _try_it_hint
 from stedq.v1 import quality_pb2 as pb
 from stedq.v1 import quality_pb2_grpc as pb_grpc
 from tests.server_support import (
@@ -263,3 +263,14 @@ def test_bad_settings_are_one_line_each(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "--port / STEDQ_PORT = 70000: Input should be less than or equal to 65535" in err
     assert "--max-batch-size / STEDQ_MAX_BATCH_SIZE = 'many'" in err and "Traceback" not in err
+
+
+def test_the_startup_hint_is_a_command_that_works_where_the_server_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # a container or an installed package: no .venv, no samples/
+    assert _try_it_hint("0.0.0.0", 50051) == \
+        "Try it: `stedq score IMAGE.tiff --server HOST:50051` from any machine that reaches this one"
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "stedq").touch()
+    (tmp_path / "samples").mkdir()   # a checkout set up by ./scripts/serve
+    assert _try_it_hint("127.0.0.1", 50051).startswith("Try it: `.venv/bin/stedq score samples/` in another terminal")
+    assert "`.venv/bin/stedq score samples/ --server localhost:50070`" in _try_it_hint("127.0.0.1", 50070)
