@@ -86,6 +86,9 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see a partial file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; this is an ordinary file
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

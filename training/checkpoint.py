@@ -14,13 +14,13 @@ A run folder holds best.pt (best validation loss) and last.pt.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from stedq.bundle import write_atomic
 from stedq.training.model import NormalizedQualityNet, QualityNet
 
 BEST = "best.pt"
@@ -84,15 +84,7 @@ def build_normalized_model(checkpoint: dict[str, Any]) -> NormalizedQualityNet:
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
     """Write atomically (temporary file, then rename) so an interrupt never leaves a half-written file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a checkpoint is an ordinary file
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    write_atomic(path, buffer.getvalue())
     return path
