@@ -22,9 +22,9 @@ from stedq.settings import settings_from_args
 
 def run(args) -> int:
     settings = settings_from_args(args)
-    if args.start:  # check them before connecting anything
-        from stedq.training.data.microscope import PARAMETER_RANGES
+    from stedq.training.data.microscope import PARAMETER_RANGES  # pysted: the `train` extra
 
+    if args.start:  # check them before connecting anything
         for start in args.start:
             for name, value in start.items():
                 low, high = PARAMETER_RANGES[name]
@@ -48,8 +48,6 @@ def run(args) -> int:
     else:
         def score(image, info):
             return info["label"]
-
-    from stedq.training.data.microscope import PARAMETER_RANGES  # pysted: the `train` extra
 
     optimizer = ThompsonOptimizer(axes_from_ranges(PARAMETER_RANGES), max_bleaching=args.max_bleaching,
                                   seed=args.seed, initial_points=args.start, initial_random=args.random_start)

@@ -113,7 +113,7 @@ def random_images(n: int, seed: int = 0, size: tuple[int, int] = (224, 224)) -> 
     """float32 (n, H, W) images in [0, 1] that differ in brightness, so their scores differ.
 
     Dim, like the training data (photon counts of a uint16 export / 65535, max ~0.001): far brighter
-    images are outside what the model saw and all score exactly 0.0 with trained weights.
+    images are outside what the model saw, and its scores of them mean nothing (docs/export.md).
     """
     rng = np.random.default_rng(seed)
     scale = np.linspace(0.0002, 0.001, n, dtype=np.float32)[:, None, None]
