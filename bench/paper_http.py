@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stedq.server.engine import Engine
+from stedq.engine import Engine
 
 
 def make_handler(engine: Engine) -> type[BaseHTTPRequestHandler]:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 BUCKETS = (("inference (onnxruntime)", ("onnxruntime", "engine.py")),
-           ("image decoding", ("server/images.py", "servicer.py:decode")),
+           ("image decoding", ("stedq/pixels.py", "servicer.py:decode")),
            ("batcher", ("batching.py",)),
            ("gRPC / asyncio", ("grpc", "asyncio", "selectors", "interceptors.py", "servicer.py")))
 

@@ -22,7 +22,7 @@ from stedq.bench.loadgen import bench_images
 from stedq.bench.plan import BenchOptions, Scenario, build_plan
 from stedq.bench.servers import ServerFailed, ServerProcess, mlserver_server, paper_server, stedq_server
 from stedq.bench.stats import summarize
-from stedq.server.engine import Engine
+from stedq.engine import Engine
 from stedq.settings import Settings
 
 log = logging.getLogger(__name__)

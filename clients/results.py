@@ -7,15 +7,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stedq.clients.errors import QualityError
+from stedq.tiling import tile_origins as server_tile_origins
 from stedq.v1 import quality_pb2 as pb
 
 
 def tile_origins(length: int, tile: int, stride: int, count: int) -> list[int]:
-    """Where the server puts `count` tiles along an axis: every `stride` pixels, the last one flush with
-    the image's edge when the strides do not land on it (the server's tiling rule)."""
-    origins = list(range(0, max(length - tile, 0) + 1, stride))
-    if origins[-1] + tile < length:
-        origins.append(length - tile)
+    """Where the server put `count` tiles along an axis (stedq.tiling's rule); plain strides when a
+    server with another rule sent a different count."""
+    origins = server_tile_origins(length, tile, stride) if length >= tile else [0]
     if len(origins) != count:  # a server with another rule: fall back to plain strides
         origins = [i * stride for i in range(count)]
     return origins

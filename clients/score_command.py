@@ -17,7 +17,7 @@ import grpc
 
 from stedq.clients.client import QualityClient
 from stedq.clients.errors import QualityError
-from stedq.clients.files import Frame, ReadError, expand_paths, read_frames
+from stedq.files import Frame, ReadError, expand_paths, read_frames
 from stedq.settings import settings_from_args
 
 EXIT_INPUT_ERRORS = 1

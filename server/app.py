@@ -19,8 +19,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from stedq.server.engine import Engine, EngineError, resolve_model_path, watched_files
-from stedq.server.images import demo_image
+from stedq.engine import Engine, EngineError, resolve_model_path, watched_files
+from stedq.pixels import demo_image
 from stedq.server.interceptors import MetricsInterceptor, TokenAuthInterceptor
 from stedq.server.metrics import Metrics
 from stedq.server.scoring import Scorer

@@ -15,7 +15,7 @@ from __future__ import annotations
 import grpc
 
 from stedq import __version__
-from stedq.server.images import InvalidInput
+from stedq.pixels import InvalidInput
 from stedq.server.scoring import Scorer
 from stedq.server.status import score_or_abort
 from stedq.settings import Settings

@@ -3,7 +3,7 @@
 A v2 client describes its input as a tensor: a datatype, a shape and the values, either typed
 (`contents.fp32_contents` / `contents.uint_contents`) or as little-endian bytes in the request's
 `raw_input_contents` (what tritonclient sends). Each 224x224 image of that tensor goes through the
-server's own pixel checks and rescaling (`stedq.server.images.to_unit_range`), so the v2 path and
+server's own pixel checks and rescaling (`stedq.pixels.to_unit_range`), so the v2 path and
 stedq.v1 accept and reject exactly the same pixels.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stedq.kserve import grpc_service_pb2 as pb
-from stedq.server.images import InvalidInput, to_unit_range
+from stedq.pixels import InvalidInput, to_unit_range
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "score"

@@ -1,11 +1,8 @@
 """The scorer: decoded images in, scores (and quality maps) out. Knows nothing about gRPC.
 
 An image of exactly the model's input size (224x224) gets one score. A larger image is cut into
-224x224 tiles whose origins step by `tile_stride` pixels along each axis; when the steps do not end
-exactly at the border, one more tile is aligned to the right/bottom edge, so the tiles always cover
-the whole image (e.g. width 500, stride 112: x = 0, 112, 224, 276). The image's score is the mean of
-its tile scores, and the per-tile scores come back as a row-major quality map. Smaller images are
-refused (InvalidInput).
+tiles by `stedq.tiling` (stride `tile_stride`); its score is the mean of its tile scores, and the
+per-tile scores come back as a row-major quality map. Smaller images are refused (InvalidInput).
 
 All tiles of all images of a request go through the dynamic batcher together, so a quality map
 batches like any other request. `swap`/`reload` replace the engine atomically: a batch that already
@@ -22,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from stedq.engine import Engine, EngineError, EngineInfo
+from stedq.pixels import InvalidInput, demo_image
 from stedq.server.batching import DynamicBatcher
-from stedq.server.engine import Engine, EngineError, EngineInfo
-from stedq.server.images import InvalidInput, demo_image
 from stedq.server.metrics import Metrics
 from stedq.settings import Settings
+from stedq.tiling import cut_tiles
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +65,6 @@ STACK_ON_LOOP_TILES = 64
 
 def _stack(tiles: list[np.ndarray]) -> np.ndarray:
     return np.stack(tiles).astype(np.float32, copy=False)[:, None, :, :]
-
-
-def tile_origins(length: int, tile: int, stride: int) -> list[int]:
-    """Tile start positions covering [0, length): every `stride` px, plus one tile flush with the end."""
-    if length < tile:
-        raise ValueError(f"length {length} is smaller than the tile {tile}")
-    origins = list(range(0, length - tile + 1, stride))
-    if origins[-1] + tile < length:
-        origins.append(length - tile)
-    return origins
 
 
 class Scorer:
@@ -182,14 +170,9 @@ class Scorer:
             if image.ndim != 2 or image.shape[0] < tile_h or image.shape[1] < tile_w:
                 raise InvalidInput(f"images[{index}]: image is {'x'.join(map(str, image.shape))}, smaller than "
                                    f"the model input {tile_h}x{tile_w}")
-            height, width = image.shape
-            if (height, width) == (tile_h, tile_w):
-                tiles.append(image)
-                layouts.append(None)
-                continue
-            ys, xs = tile_origins(height, tile_h, stride), tile_origins(width, tile_w, stride)
-            tiles.extend(image[y:y + tile_h, x:x + tile_w] for y in ys for x in xs)
-            layouts.append((len(ys), len(xs)))
+            image_tiles, layout = cut_tiles(image, tile_h, tile_w, stride)
+            tiles.extend(image_tiles)
+            layouts.append(layout)
         limit = self.settings.max_queue_size
         if len(tiles) > limit:
             raise InvalidInput(f"images: the request needs {len(tiles)} model inputs ({len(images)} images, "

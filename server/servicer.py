@@ -8,7 +8,7 @@ import contextlib
 import grpc
 import numpy as np
 
-from stedq.server.images import InvalidInput, decode_image
+from stedq.pixels import InvalidInput, decode_image
 from stedq.server.scoring import ImageScore, Scorer
 from stedq.server.status import SCORING_ERRORS, deadline_of, score_or_abort, status_for
 from stedq.v1 import quality_pb2 as pb

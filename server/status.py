@@ -7,8 +7,8 @@ import time
 import grpc
 import numpy as np
 
+from stedq.pixels import InvalidInput
 from stedq.server.batching import BatcherClosed, DeadlineExceeded, InferenceFailed, QueueFull
-from stedq.server.images import InvalidInput
 from stedq.server.scoring import ImageScore, Scorer
 
 _CODES: list[tuple[type[Exception], grpc.StatusCode]] = [

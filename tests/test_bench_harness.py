@@ -18,7 +18,7 @@ from stedq.bench.loadgen import bench_images
 from stedq.bench.profile import summarize_stacks
 from stedq.bench.servers import paper_server
 from stedq.bench.stats import latency_stats, spread, summarize
-from stedq.server.engine import Engine
+from stedq.engine import Engine
 from tests.conftest import REPO_ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -162,9 +162,9 @@ def test_stats_and_paired_ratios():
 
 
 def test_profile_summary_of_collapsed_stacks():
-    text = ("main (app.py:1);run (stedq/server/engine.py:180);run (onnxruntime/capi/session.py:220) 60\n"
+    text = ("main (app.py:1);run (stedq/engine.py:180);run (onnxruntime/capi/session.py:220) 60\n"
             "main (app.py:1);_run_once (asyncio/base_events.py:1900);select (selectors.py:468) 30\n"
-            "main (app.py:1);decode_image (stedq/server/images.py:100) 10\n")
+            "main (app.py:1);decode_image (stedq/pixels.py:100) 10\n")
     summary = summarize_stacks(text)
     assert summary["samples"] == 100
     assert summary["buckets"] == {"inference (onnxruntime)": 0.6, "gRPC / asyncio": 0.3, "image decoding": 0.1}

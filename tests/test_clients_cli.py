@@ -185,7 +185,7 @@ def test_node_client_reads_tiff_layouts_like_tifffile(server, tmp_path):
     result = subprocess.run([node, "score.js", *map(str, files), "--server", server.address, "--json"],
                             cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    from stedq.clients.files import read_frames
+    from stedq.files import read_frames
 
     frames = [frame.image for path in files for frame in read_frames(path)]
     with QualityClient(server.address) as client:

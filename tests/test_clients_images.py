@@ -8,7 +8,6 @@ import tifffile
 from PIL import Image
 
 from stedq.clients.channel import ChannelConfig, backoff_delays
-from stedq.clients.files import ReadError, expand_paths, read_frames
 from stedq.clients.images import (
     REQUEST_OVERHEAD_BYTES,
     as_image_list,
@@ -17,6 +16,7 @@ from stedq.clients.images import (
     to_message,
 )
 from stedq.clients.results import QualityMap
+from stedq.files import ReadError, expand_paths, read_frames
 from stedq.v1 import quality_pb2 as pb
 
 RNG = np.random.default_rng(0)

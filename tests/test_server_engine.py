@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from stedq.server.engine import Engine, EngineError
+from stedq.engine import Engine, EngineError
 from tests.server_support import copy_bundle, model_bundle, random_images, read_version, reference_scores
 
 NO_CUDA = "CUDAExecutionProvider" not in onnxruntime.get_available_providers()

@@ -1,10 +1,10 @@
-"""Image decoding (stedq.server.images) and quality-map tiling (stedq.server.scoring.tile_origins)."""
+"""Image decoding (stedq.pixels) and quality-map tiling (stedq.tiling.tile_origins)."""
 
 import numpy as np
 import pytest
 
-from stedq.server.images import DType, InvalidInput, decode_image, demo_image, parse_dtype, to_unit_range
-from stedq.server.scoring import tile_origins
+from stedq.pixels import DType, InvalidInput, decode_image, demo_image, parse_dtype, to_unit_range
+from stedq.tiling import tile_origins
 
 
 def test_uint_images_are_rescaled_by_their_dtype_range():

@@ -25,7 +25,7 @@ import pytest
 from stedq.bundle import read_manifest, variant_path
 from stedq.kserve import grpc_service_pb2 as pb
 from stedq.kserve import grpc_service_pb2_grpc as pb_grpc
-from stedq.server.images import demo_image
+from stedq.pixels import demo_image
 from stedq.server.kserve_tensors import _packed_floats
 from tests.conftest import IN_CI, REPO_ROOT
 from tests.server_support import (

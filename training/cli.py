@@ -75,16 +75,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(confusion/domination vs the random baseline) with simulated testers and/or human "
                     "records, generalization to unseen structures, and the monotonicity check.",
         epilog="writes RUN/evaluation/{report.md,metrics.json,scatter.png,study_tpe.png,study_records.csv,"
-               "monotonicity.png}\n\nexample:\n  stedq evaluate runs/default --unseen data/synth/tubulin",
+               "monotonicity.png}; with --real, OUT/{report.md,figures.json,scores.png}\n\nexamples:\n"
+               "  stedq evaluate runs/default --unseen data/synth/tubulin\n"
+               "  stedq evaluate --real validation/real-dev                  # the bundled model, in-process\n"
+               "  stedq evaluate --real validation/real-dev --server localhost:50051  # a running server\n"
+               "  stedq evaluate --real validation/real-dev --model runs/new/bundle --out real-new",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    evaluate.add_argument("run", type=Path, help="training run folder (its best.pt) or a checkpoint file")
+    evaluate.add_argument("run", type=Path, nargs="?",
+                          help="training run folder (its best.pt) or a checkpoint file (not with --real)")
     evaluate.add_argument("--data", type=Path, default=None,
                           help="dataset the run was trained on (default: the path recorded in the checkpoint)")
     evaluate.add_argument("--unseen", type=Path, action="append", default=[], metavar="FOLDER",
                           help="labelled dataset never trained on, e.g. data/synth/tubulin (repeatable)")
     evaluate.add_argument("--records", type=Path, action="append", default=[], metavar="CSV",
                           help="human tester records (tester,image_id,system,target,prediction,choice)")
-    evaluate.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/evaluation)")
+    evaluate.add_argument("--out", type=Path, default=None,
+                          help="output folder (default: RUN/evaluation; with --real, real-NAME-VERSION)")
     evaluate.add_argument("--testers", type=int, default=5, help="simulated testers (default: 5)")
     evaluate.add_argument("--tester-noise", type=float, nargs=2, default=(0.03, 0.12), metavar=("LOW", "HIGH"),
                           help="simulated testers' perception noise, spread from LOW to HIGH (default: 0.03 0.12)")
@@ -97,6 +103,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="fp32", help="(default: fp32)")
     evaluate.add_argument("--no-update-checkpoint", dest="update_checkpoint", action="store_false",
                           help="do not write the test metrics into the checkpoint")
+    real = evaluate.add_argument_group(
+        "real images (--real)", "score real STED images and their physical degradations; report the checks an "
+        "expert would make (no training run needed). Scored in-process unless --server is given.")
+    real.add_argument("--real", type=Path, metavar="DIR",
+                      help="folder laid out like validation/real-dev: originals/*.tif, degraded/NAME__KIND.tif")
+    real.add_argument("--model", type=Path, default=None, metavar="BUNDLE",
+                      help="model bundle or .onnx scored in-process (default: the bundled model)")
+    real.add_argument("--variant", choices=["fp32", "int8", "fp16"], default="fp32",
+                      help="bundle variant scored in-process (default: fp32)")
+    from stedq.clients.cli import add_client_arguments  # grpc only, no server
+
+    add_client_arguments(real)  # --server HOST:PORT scores through that server instead of in-process
     evaluate.set_defaults(func=_evaluate)
 
 
@@ -166,6 +184,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.real is not None:
+        from stedq.training.real_cli import evaluate_real
+
+        return evaluate_real(args)
+    if args.run is None:
+        raise SystemExit("stedq evaluate: give a training run folder (RUN), or --real DIR for real images")
     from stedq.training.checkpoint import CheckpointError, load_checkpoint
     from stedq.training.evaluate import EvalOptions, EvaluationError, evaluate
     from stedq.training.userstudy import RecordsError

@@ -1,6 +1,6 @@
 """Raw pixels from the wire -> float32 images in [0, 1], with errors that say what was wrong.
 
-Shared by our API (stedq.v1) and the KServe v2 servicer. An image is row-major, single-channel,
+Shared by our API (stedq.v1), the KServe v2 servicer and in-process scoring (stedq.local). An image is row-major, single-channel,
 little-endian; uint images are rescaled by their dtype's range as in the paper (x / 255, x / 65535),
 float32 images must already be finite and in [0, 1].
 """

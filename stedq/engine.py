@@ -2,7 +2,9 @@
 
 `Engine.run(batch)` takes float32 (N, 1, H, W) images in [0, 1] (normalization is inside the graph)
 and returns (N,) scores. It knows nothing about gRPC or batching. Loading is plain blocking code:
-the server calls it off the event loop (at start-up and on reload).
+the server calls it off the event loop (at start-up and on reload). It lives in the core package
+because the server and in-process tools (`stedq evaluate --real`, bench) load bundles the same way;
+onnxruntime comes with the `serve` extra.
 """
 
 from __future__ import annotations

@@ -1,0 +1,101 @@
+"""`stedq evaluate --real DIR`: pick the scoring backend (in-process bundle or a server), run, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from stedq.training.real_eval import RealSetError, ScoreFn, count_files
+from stedq.training.real_eval import evaluate_real as run_real
+
+
+class ServerUnusable(RuntimeError):
+    """The server cannot score anything (unreachable, refused the client): stop instead of 55 errors."""
+
+
+def local_backend(args: argparse.Namespace) -> tuple[ScoreFn, dict, str]:
+    try:
+        from stedq.engine import EngineError
+        from stedq.local import LocalScorer
+    except ModuleNotFoundError as exc:
+        raise SystemExit(f"stedq evaluate --real: in-process scoring needs {exc.name}: "
+                         f"pip install 'stedq[serve]' (or pass --server HOST:PORT)") from None
+    try:
+        scorer = LocalScorer(args.model, variant=args.variant)
+    except EngineError as exc:
+        raise SystemExit(f"stedq evaluate --real: {exc}") from None
+    info = scorer.info
+    model = {"name": info.name, "version": info.version, "variant": info.variant, "path": str(info.path)}
+    try:
+        shown = info.path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        shown = info.path
+    return (lambda image: scorer.score(image).score), model, f"onnxruntime in-process ({shown})"
+
+
+def server_backend(args: argparse.Namespace):
+    from stedq.clients.client import QualityClient
+    from stedq.clients.errors import QualityError
+    from stedq.clients.score_command import FATAL_CODES, server_hint
+    from stedq.settings import settings_from_args
+
+    settings = settings_from_args(args)
+    client = QualityClient.from_settings(settings)
+    try:
+        info = client.model_info()
+    except QualityError as exc:
+        client.close()
+        raise SystemExit(f"stedq evaluate --real: {server_hint(exc, settings.server)}") from None
+    min_height, min_width = info.input_height or 1, info.input_width or 1
+
+    def score(image) -> float:
+        height, width = image.shape
+        if height < min_height or width < min_width:  # as `stedq score` refuses it
+            raise ValueError(f"image is {height}x{width}; the model needs at least {min_height}x{min_width}")
+        try:
+            return client.score_images([image])[0].score
+        except QualityError as exc:
+            if exc.code in FATAL_CODES:
+                raise ServerUnusable(server_hint(exc, settings.server)) from None
+            raise ValueError(f"{exc.code.name}: {exc.details}") from None
+
+    model = {"name": info.name, "version": info.version, "variant": info.variant}
+    return score, model, f"the server at {settings.server}", client
+
+
+def evaluate_real(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    if args.run is not None:
+        raise SystemExit("stedq evaluate: --real scores a folder of real images; drop the RUN argument "
+                         "(use --model BUNDLE to choose the model)")
+    if args.server is not None and args.model is not None:
+        raise SystemExit("stedq evaluate --real: give --model (in-process) or --server (remote), not both")
+    try:
+        total = count_files(args.real)
+    except RealSetError as exc:
+        raise SystemExit(f"stedq evaluate --real: {exc}") from None
+    client = None
+    if args.server is not None:
+        score, model, source, client = server_backend(args)
+    else:
+        score, model, source = local_backend(args)
+    try:
+        with tqdm(total=total, desc="scoring", unit="file", disable=None, file=sys.stderr) as bar:
+            figures = run_real(args.real, score, model, source, progress=bar.update)
+    except ServerUnusable as exc:
+        raise SystemExit(f"stedq evaluate --real: {exc}") from None
+    finally:
+        if client is not None:
+            client.close()
+    from stedq.training.real_report import write_report
+
+    out = args.out or Path(f"real-{model['name']}-{model['version']}")
+    report = write_report(figures, out)
+    summary = figures["summary"]
+    print(json.dumps({"model": model, "checks_passed": f"{summary['passed']}/{summary['run']}",
+                      "checks": {c["id"]: c["passed"] for c in figures["checks"] if c["run"]},
+                      "refused": summary["refused"], "report": str(report)}, indent=2))
+    return 0
