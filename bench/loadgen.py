@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from stedq.bench.closed_loop import Recorder, run_async
+from stedq.pixels import to_model_input
 
 IMAGE_SIZE = 224
 
@@ -84,7 +85,7 @@ async def _v2(job: dict) -> dict:
     import tritonclient.grpc as triton
     from tritonclient.grpc.aio import InferenceServerClient
 
-    batch = (bench_images(job["batch"]) / np.float32(65535)).astype(np.float32)[:, None]
+    batch = to_model_input(bench_images(job["batch"]))[:, None]
     model = job.get("model_name", "quality")
     client = InferenceServerClient(job["target"])
     try:

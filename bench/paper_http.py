@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from stedq.engine import Engine
+from stedq.pixels import to_model_input, to_wire_array
 
 
 def make_handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
@@ -45,7 +46,7 @@ def make_handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 length = int(self.headers.get("Content-Length", "0"))
-                image = np.asarray(json.loads(self.rfile.read(length))["image"], dtype=np.float32) / 65535.0
+                image = to_model_input(to_wire_array(np.asarray(json.loads(self.rfile.read(length))["image"])))
                 if image.shape != (engine.info.input_height, engine.info.input_width):
                     raise ValueError(f"image: shape {image.shape}, expected "
                                      f"({engine.info.input_height}, {engine.info.input_width})")

@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from stedq.bench.closed_loop import run_sync
@@ -23,6 +22,7 @@ from stedq.bench.plan import BenchOptions, Scenario, build_plan
 from stedq.bench.servers import ServerFailed, ServerProcess, mlserver_server, paper_server, stedq_server
 from stedq.bench.stats import summarize
 from stedq.engine import Engine
+from stedq.pixels import to_model_input
 from stedq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def make_int8(settings: Settings, work: Path) -> tuple[Engine | None, str]:
     except ImportError as exc:
         return None, f"skipped: the bundle has no int8 variant ({reason}) and {exc.name} is not installed to make one"
     fp32 = Engine(settings.model, variant="fp32", device="cpu")
-    calibration = (bench_images(32, seed=1) / np.float32(65535)).astype(np.float32)
+    calibration = to_model_input(bench_images(32, seed=1))
     path = work / "model.int8.onnx"
     onnx.save(quantize_int8(onnx.load(str(fp32.info.path)), calibration), str(path))
     return (Engine(path, variant="int8", **kwargs),
@@ -130,7 +130,7 @@ class Bench:
         o = self.options
         if scenario.system == "in-process":
             engine = self.engines[scenario.variant]
-            batch = (bench_images(scenario.batch) / np.float32(65535)).astype(np.float32)[:, None]
+            batch = to_model_input(bench_images(scenario.batch))[:, None]
             wall, cpu = time.perf_counter(), time.process_time()
             result = run_sync(lambda: engine.run(batch), scenario.batch, duration_s=o.duration_s,
                               warmup_s=o.warmup_s, min_calls=o.min_calls)

@@ -19,7 +19,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from stedq.clients.channel import RETRYABLE, SERVICE, ChannelConfig, backoff_delays, client_arguments
 from stedq.clients.client import single_tile_map, stream_request, stream_result
 from stedq.clients.errors import QualityError
-from stedq.clients.images import DEFAULT_MAX_MESSAGE_BYTES, as_image_list, split_by_size, to_message
+from stedq.clients.images import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    split_by_size,
+    to_messages,
+)
 from stedq.clients.results import ImageResult, QualityMap, StreamResult
 from stedq.v1 import quality_pb2 as pb
 from stedq.v1 import quality_pb2_grpc as pb_grpc
@@ -71,8 +75,9 @@ class AsyncQualityClient:
                 raise error
             await asyncio.sleep(delay)
 
-    async def score_images(self, images, *, timeout: float | None = None) -> list[ImageResult]:
-        messages = [to_message(image, i) for i, image in enumerate(as_image_list(images))]
+    async def score_images(self, images, *, timeout: float | None = None,
+                     intensity=None) -> list[ImageResult]:
+        messages = to_messages(images, intensity)
         results: list[ImageResult] = []
         for _, chunk in split_by_size(messages, self.config.max_message_bytes):
             response = await self._call(self._stub.Score,
@@ -84,12 +89,12 @@ class AsyncQualityClient:
             self.model_version = response.model_version
         return results
 
-    async def score(self, images, *, timeout: float | None = None) -> np.ndarray:
-        results = await self.score_images(images, timeout=timeout)
+    async def score(self, images, *, timeout: float | None = None, intensity: str | None = None) -> np.ndarray:
+        results = await self.score_images(images, timeout=timeout, intensity=intensity)
         return np.array([r.score for r in results], dtype=np.float32)
 
-    async def score_map(self, image, *, timeout: float | None = None) -> QualityMap:
-        [result] = await self.score_images([np.asarray(image)], timeout=timeout)
+    async def score_map(self, image, *, timeout: float | None = None, intensity: str | None = None) -> QualityMap:
+        [result] = await self.score_images([np.asarray(image)], timeout=timeout, intensity=intensity)
         return single_tile_map(result, image)
 
     async def stream(self, batches: Iterable | AsyncIterable, *, timeout: float | None = None,

@@ -19,7 +19,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stedq.clients.channel import RETRYABLE, SERVICE, ChannelConfig, backoff_delays, client_arguments
 from stedq.clients.errors import QualityError
-from stedq.clients.images import DEFAULT_MAX_MESSAGE_BYTES, as_image_list, split_by_size, to_message
+from stedq.clients.images import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    split_by_size,
+    to_messages,
+)
 from stedq.clients.results import ImageResult, QualityMap, StreamResult
 from stedq.v1 import quality_pb2 as pb
 from stedq.v1 import quality_pb2_grpc as pb_grpc
@@ -28,7 +32,7 @@ from stedq.v1 import quality_pb2_grpc as pb_grpc
 def stream_request(index: int, batch, max_message_bytes: int) -> pb.ScoreStreamRequest:
     """One stream message: its request_id is the batch's position in the stream."""
     try:
-        messages = [to_message(image, i) for i, image in enumerate(as_image_list(batch))]
+        messages = to_messages(batch)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"stream request {index}: {exc}") from None
     chunks = list(split_by_size(messages, max_message_bytes))
@@ -106,9 +110,10 @@ class QualityClient:
                 raise error
             time.sleep(delay)
 
-    def score_images(self, images, *, timeout: float | None = None) -> list[ImageResult]:
+    def score_images(self, images, *, timeout: float | None = None,
+                     intensity=None) -> list[ImageResult]:
         """Scores and (for images larger than the model input) quality maps, in input order."""
-        messages = [to_message(image, i) for i, image in enumerate(as_image_list(images))]
+        messages = to_messages(images, intensity)
         results: list[ImageResult] = []
         for _, chunk in split_by_size(messages, self.config.max_message_bytes):
             response = self._call(self._stub.Score, pb.ScoreRequest(images=chunk, client_id=self.client_id),
@@ -120,14 +125,16 @@ class QualityClient:
             self.model_version = response.model_version
         return results
 
-    def score(self, images, *, timeout: float | None = None) -> np.ndarray:
-        """One H×W array, an N×H×W stack or a list of H×W arrays (uint8, uint16 or float32 in [0, 1])
-        -> float32 array of N scores in [0, 1], in order. Batches over the message limit are split."""
-        return np.array([r.score for r in self.score_images(images, timeout=timeout)], dtype=np.float32)
+    def score(self, images, *, timeout: float | None = None, intensity: str | None = None) -> np.ndarray:
+        """One H×W array, an N×H×W stack or a list of H×W arrays -> float32 array of N scores in [0, 1],
+        in order. Integer pixels are photon counts (uint8 … uint32, int16; wider ints narrowed); float
+        pixels are on the model's scale (counts / 65535) unless `intensity="counts"`. Batches over the
+        message limit are split."""
+        return np.array([r.score for r in self.score_images(images, timeout=timeout, intensity=intensity)], dtype=np.float32)
 
-    def score_map(self, image, *, timeout: float | None = None) -> QualityMap:
+    def score_map(self, image, *, timeout: float | None = None, intensity: str | None = None) -> QualityMap:
         """The per-tile quality map of one image (one tile for an image of the model's input size)."""
-        [result] = self.score_images([np.asarray(image)], timeout=timeout)
+        [result] = self.score_images([np.asarray(image)], timeout=timeout, intensity=intensity)
         return single_tile_map(result, image)
 
     def stream(self, batches: Iterable, *, timeout: float | None = None,

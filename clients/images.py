@@ -1,7 +1,8 @@
 """numpy arrays <-> `stedq.v1.Image` messages, and splitting batches to fit the gRPC message limit.
 
-The wire format carries uint8, uint16 or float32 pixels; the server rescales integers to [0, 1] itself
-(x / 255, x / 65535), so integer images are sent as they are, without a float copy four times larger.
+Pixels travel as they are (uint8, uint16, int16, uint32 photon counts; float32 on the model's scale
+unless told they are counts): the server applies the pixel contract (stedq.pixels), so integer images
+are sent without a float copy four times larger.
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from stedq.pixels import Intensity, parse_intensity, to_wire_array
 from stedq.v1 import quality_pb2 as pb
 
 WIRE_DTYPES = {
     np.dtype(np.uint8): pb.DTYPE_UINT8,
     np.dtype(np.uint16): pb.DTYPE_UINT16,
+    np.dtype(np.int16): pb.DTYPE_INT16,
+    np.dtype(np.uint32): pb.DTYPE_UINT32,
     np.dtype(np.float32): pb.DTYPE_FLOAT32,
 }
 NUMPY_DTYPES = {code: dtype for dtype, code in WIRE_DTYPES.items()}
+INTENSITIES = {Intensity.COUNTS: pb.INTENSITY_COUNTS, Intensity.MODEL_SCALE: pb.INTENSITY_MODEL_SCALE}
 
 # Room left in each request for everything that is not pixels (field tags, lengths, client id).
 REQUEST_OVERHEAD_BYTES = 64 * 1024
@@ -43,34 +48,25 @@ def as_image_list(images) -> list[np.ndarray]:
     return result
 
 
-def to_wire_array(image: np.ndarray, index: int = 0) -> np.ndarray:
-    """The image as a C-contiguous little-endian uint8/uint16/float32 array; ValueError/TypeError if it
-    cannot be sent without changing what it means."""
-    array = np.asarray(image)
-    if array.ndim != 2:
-        raise ValueError(f"image {index}: expected an H×W array, got shape {array.shape}")
-    if array.dtype.kind == "f":
-        if array.dtype != np.float32:
-            array = array.astype(np.float32)
-        if array.size and not np.isfinite(array).all():
-            raise ValueError(f"image {index}: float image contains NaN or infinity")
-        if array.size and (array.min() < 0.0 or array.max() > 1.0):
-            raise ValueError(f"image {index}: float images must already be scaled to [0, 1] "
-                             f"(found values in [{array.min():g}, {array.max():g}]); "
-                             "floats mean counts / 65535, the scale the model was trained on: send photon "
-                             "counts as uint16 instead")
-    elif np.dtype(array.dtype.newbyteorder("=")) not in WIRE_DTYPES:
-        raise TypeError(f"image {index}: dtype {array.dtype} is not supported; send uint8, uint16 or "
-                        "float32 in [0, 1] (e.g. photon counts: np.clip(counts, 0, 65535).astype(np.uint16))")
-    little = array.dtype.newbyteorder("<")
-    return np.ascontiguousarray(array, dtype=little)
-
-
-def to_message(image: np.ndarray, index: int = 0) -> pb.Image:
+def to_message(image: np.ndarray, index: int = 0, intensity: str | Intensity | None = None) -> pb.Image:
+    """`intensity` None: the dtype's default (integers are counts, float32 is on the model's scale)."""
     array = to_wire_array(image, index)
     height, width = array.shape
-    return pb.Image(data=array.tobytes(), dtype=WIRE_DTYPES[np.dtype(array.dtype.newbyteorder("="))],
-                    height=height, width=width)
+    dtype = np.dtype(array.dtype.newbyteorder("="))
+    message = pb.Image(data=array.tobytes(), dtype=WIRE_DTYPES[dtype], height=height, width=width)
+    if intensity is not None:
+        message.intensity = INTENSITIES[parse_intensity(intensity, dtype.name, field=f"image {index}")]
+    return message
+
+
+def to_messages(images, intensity=None) -> list[pb.Image]:
+    """`as_image_list(images)` as messages; `intensity` (None, "counts", "model_scale") applies to every
+    image, or is a list with one per image."""
+    images = as_image_list(images)
+    each = list(intensity) if isinstance(intensity, (list, tuple)) else [intensity] * len(images)
+    if len(each) != len(images):
+        raise ValueError(f"{len(each)} intensities for {len(images)} images")
+    return [to_message(image, i, kind) for i, (image, kind) in enumerate(zip(images, each, strict=True))]
 
 
 def from_message(message: pb.Image) -> np.ndarray:

@@ -63,7 +63,7 @@ def score_frames(client: QualityClient, frames: list[Frame], batch_size: int, ma
     for start in range(0, len(frames), batch_size):
         batch = frames[start:start + batch_size]
         try:
-            results = client.score_images([f.image for f in batch])
+            results = client.score_images([f.image for f in batch], intensity=[f.intensity for f in batch])
         except QualityError as exc:
             if exc.code in FATAL_CODES or len(batch) == 1:
                 if exc.code in FATAL_CODES:

@@ -2,8 +2,8 @@
 
 A labelled dataset folder (`stedq data synth` output, read by stedq.training.data) gives the images
 of the checkpoint's train and test splits (by name, as `stedq train` recorded them); any other folder
-is read as plain image files (.tif/.tiff/.png/.npy), rescaled like the server does (uint8 / 255,
-uint16 / 65535; floats must already be in [0, 1]).
+is read as plain image files (.tif/.tiff/.png/.npy) by stedq.files and converted by the pixel contract
+(stedq.pixels: photon counts / 65535), as the server does.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import numpy as np
 from tqdm import tqdm
 
 from stedq.export.errors import ExportError
+from stedq.files import ReadError, read_frames
+from stedq.pixels import InvalidInput, to_model_input
 from stedq.training.model import INPUT_SIZE
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".npy"}
-_SCALE = {np.dtype("uint8"): 255.0, np.dtype("uint16"): 65535.0}
 
 
 def _labelled_split(folder: Path, names: list[str] | None) -> np.ndarray | None:
@@ -42,30 +43,16 @@ def _labelled_split(folder: Path, names: list[str] | None) -> np.ndarray | None:
 
 
 def _read_file(path: Path) -> np.ndarray:
-    if path.suffix == ".npy":
-        array = np.load(path, allow_pickle=False)
-    elif path.suffix in {".tif", ".tiff"}:
-        import tifffile
-        array = tifffile.imread(path)
-    else:
-        from PIL import Image
-        with Image.open(path) as image:
-            array = np.asarray(image)
-    array = np.squeeze(array)
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3 or array.shape[1:] != (INPUT_SIZE, INPUT_SIZE):
-        raise ExportError(f"{path}: shape {array.shape}, expected {INPUT_SIZE}x{INPUT_SIZE} "
-                          f"(or a stack N x {INPUT_SIZE} x {INPUT_SIZE})")
-    if array.dtype in _SCALE:
-        return array.astype(np.float32) / np.float32(_SCALE[array.dtype])
-    if array.dtype.kind != "f":
-        raise ExportError(f"{path}: dtype {array.dtype}; expected uint8, uint16 or float in [0, 1]")
-    array = array.astype(np.float32)
-    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
-        raise ExportError(f"{path}: float pixels must be finite and in [0, 1] "
-                          f"(min {np.nanmin(array):g}, max {np.nanmax(array):g})")
-    return array
+    """Every frame of one file as model input, (N, 224, 224)."""
+    try:
+        frames = read_frames(path)
+        images = [to_model_input(frame.image, frame.intensity, field=str(path)) for frame in frames]
+    except (ReadError, InvalidInput) as exc:
+        raise ExportError(str(exc)) from None
+    if any(image.shape != (INPUT_SIZE, INPUT_SIZE) for image in images):
+        raise ExportError(f"{path}: shape {images[0].shape if len(images) == 1 else (len(images), *images[0].shape)}, "
+                          f"expected {INPUT_SIZE}x{INPUT_SIZE} (or a stack N x {INPUT_SIZE} x {INPUT_SIZE})")
+    return np.stack(images)
 
 
 def load_images(folder: str | Path, split: str, names: list[str] | None = None, limit: int | None = None,

@@ -15,8 +15,8 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "score"
 DEFAULT_OPSET = 20   # the dynamo exporter's own default in torch 2.13; onnxruntime >= 1.17 runs it
 
-INPUT_DOC = (f"STED image(s), float32 [N, 1, {INPUT_SIZE}, {INPUT_SIZE}], rescaled to [0, 1] "
-             f"(uint8 / 255, uint16 / 65535); the training set's mean/std is applied inside the graph")
+INPUT_DOC = (f"STED image(s), float32 [N, 1, {INPUT_SIZE}, {INPUT_SIZE}], photon counts / 65535 "
+             f"(stedq's pixel contract, whatever the file's dtype); the training set's mean/std is applied inside the graph")
 OUTPUT_DOC = "quality score in [0, 1], float32 [N, 1]"
 
 

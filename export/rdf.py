@@ -78,8 +78,8 @@ def _card(manifest: Manifest) -> str:
 Scores a 224×224 STED microscopy image for quality in [0, 1], the way an expert would
 (QualityNet, {PAPER} {PAPER_URL}). Made by `stedq export` (stedq {manifest.stedq_version}) on {manifest.created}.
 
-- Input `{manifest.input.name}`: float32 [batch, 1, 224, 224], the raw image rescaled to [0, 1]
-  (uint8 / 255, uint16 / 65535). The training set's normalization (mean {manifest.normalization.mean},
+- Input `{manifest.input.name}`: float32 [batch, 1, 224, 224], photon counts / 65535 (stedq's pixel
+  contract: the same counts give the same input whatever the file's dtype). The training set's normalization (mean {manifest.normalization.mean},
   std {manifest.normalization.std}) is applied inside the graph: do not normalize again.
 - Output `{manifest.output.name}`: float32 [batch, 1], the quality score.
 - Variants: {", ".join(f"{k} ({v})" for k, v in manifest.variants.items())}; all share the same I/O.
@@ -125,7 +125,7 @@ def write_rdf(folder: Path, manifest: Manifest, fp32_session: ort.InferenceSessi
         "tags": ["STED", "super-resolution", "image-quality", "regression", "2d", "onnx"],
         "inputs": [{
             "id": manifest.input.name,
-            "description": "STED image rescaled to [0, 1]; normalization is inside the model",
+            "description": "STED image, photon counts / 65535; normalization is inside the model",
             "axes": [
                 {"type": "batch"},
                 {"type": "channel", "channel_names": ["intensity"]},

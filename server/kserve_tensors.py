@@ -3,8 +3,9 @@
 A v2 client describes its input as a tensor: a datatype, a shape and the values, either typed
 (`contents.fp32_contents` / `contents.uint_contents`) or as little-endian bytes in the request's
 `raw_input_contents` (what tritonclient sends). Each 224x224 image of that tensor goes through the
-server's own pixel checks and rescaling (`stedq.pixels.to_unit_range`), so the v2 path and
-stedq.v1 accept and reject exactly the same pixels.
+pixel contract (`stedq.pixels.to_model_input`), so the v2 path and stedq.v1 accept and reject exactly
+the same pixels. The input parameter `intensity` ("counts" or "model_scale") says what the values
+mean; without it integers are photon counts and FP32 is on the model's scale.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stedq.kserve import grpc_service_pb2 as pb
-from stedq.pixels import InvalidInput, to_unit_range
+from stedq.pixels import InvalidInput, check_fits, to_model_input
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "score"
@@ -25,7 +26,10 @@ DATATYPES = {
     "FP32": ("float32", np.dtype("<f4"), "fp32_contents"),
     "UINT16": ("uint16", np.dtype("<u2"), "uint_contents"),
     "UINT8": ("uint8", np.dtype("u1"), "uint_contents"),
+    "INT16": ("int16", np.dtype("<i2"), "int_contents"),
+    "UINT32": ("uint32", np.dtype("<u4"), "uint_contents"),
 }
+INTENSITY_PARAMETER = "intensity"
 CONTENT_FIELDS = ("bool_contents", "int_contents", "int64_contents", "uint_contents", "uint64_contents",
                   "fp32_contents", "fp64_contents", "bytes_contents")
 
@@ -78,8 +82,9 @@ def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor, count: int) -> 
                            f"shape {_shape_text(tensor.shape)}")
     if np_dtype.kind == "f":
         return _packed_floats(tensor.contents)
-    # uint_contents are 32-bit: keep them wide so that out-of-range values are reported, not wrapped
-    return np.fromiter(values, dtype=np.uint32, count=len(values))
+    # int/uint_contents are 32-bit: keep them wide so that out-of-range values are reported, not wrapped
+    wide = np.fromiter(values, dtype=np.int64, count=len(values))
+    return check_fits(wide, DATATYPES[tensor.datatype][0], field=where)
 
 
 def _packed_floats(contents: pb.InferTensorContents) -> np.ndarray:
@@ -124,6 +129,17 @@ def _refuse_unsupported(where: str, parameters) -> None:
                            f"score in [0, 1]); request '{OUTPUT_NAME}' without class_count")
 
 
+def _intensity(tensor: pb.ModelInferRequest.InferInputTensor) -> str | None:
+    """The input's `intensity` parameter ("counts" / "model_scale"), None when absent."""
+    if INTENSITY_PARAMETER not in tensor.parameters:
+        return None
+    parameter = tensor.parameters[INTENSITY_PARAMETER]
+    if parameter.WhichOneof("parameter_choice") != "string_param":
+        raise InvalidInput(f"input '{tensor.name}': parameter '{INTENSITY_PARAMETER}' must be a string, "
+                           f"'counts' or 'model_scale'")
+    return parameter.string_param
+
+
 def _requested_outputs(request: pb.ModelInferRequest) -> list[str]:
     for output in request.outputs:
         if output.name != OUTPUT_NAME:
@@ -157,10 +173,10 @@ def decode_request(request: pb.ModelInferRequest, *, height: int, width: int) ->
         values = _raw_values(tensor, request.raw_input_contents[0], count)
     else:
         values = _typed_values(tensor, count)
-    dtype_name = DATATYPES[tensor.datatype][0]
+    intensity = _intensity(tensor)
     pixels = height * width
-    images = [to_unit_range(values[i * pixels:(i + 1) * pixels].reshape(height, width), dtype_name,
-                            field=f"input '{tensor.name}', image {i}")
+    images = [to_model_input(values[i * pixels:(i + 1) * pixels].reshape(height, width), intensity,
+                             field=f"input '{tensor.name}', image {i}")
               for i in range(n)]
     return DecodedRequest(images=images, raw=raw, outputs=outputs)
 

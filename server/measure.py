@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tqdm import tqdm
 
 from stedq.engine import Engine
+from stedq.pixels import to_model_input
 from stedq.v1 import quality_pb2 as pb
 from stedq.v1 import quality_pb2_grpc as pb_grpc
 
@@ -55,7 +56,7 @@ def measure(engine: Engine, address: str, repeats: int, batches: int, rounds: in
     """In-process and gRPC runs alternate in `rounds` short rounds, so that both see the same load
     from whatever else runs on the machine."""
     pixels = (np.random.default_rng(0).random((224, 224)) * 65535).astype("<u2")
-    one = (pixels / np.float32(65535)).astype(np.float32)[None, None]
+    one = to_model_input(pixels)[None, None]
     many = np.repeat(one, 32, axis=0)
     image = pb.Image(data=pixels.tobytes(), dtype=pb.DTYPE_UINT16, height=224, width=224)
     single_request, batch_request = pb.ScoreRequest(images=[image]), pb.ScoreRequest(images=[image] * 32)

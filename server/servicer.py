@@ -21,10 +21,11 @@ DECODE_OFF_LOOP_BYTES = 4 << 20
 
 
 def decode_images(images, field: str = "images") -> list[np.ndarray]:
-    """stedq.v1.Image messages -> float32 (H, W) arrays in [0, 1]; InvalidInput names the image."""
+    """stedq.v1.Image messages -> float32 (H, W) model inputs (stedq.pixels); InvalidInput names the image."""
     if not images:
         raise InvalidInput(f"{field}: empty batch; send at least one image")
-    return [decode_image(image.data, int(image.dtype), image.height, image.width, field=f"{field}[{index}]")
+    return [decode_image(image.data, int(image.dtype), image.height, image.width, field=f"{field}[{index}]",
+                         intensity=int(image.intensity))
             for index, image in enumerate(images)]
 
 

@@ -1,9 +1,12 @@
-"""Image files for `stedq score`: expand paths (files, folders, globs) and read TIFF (incl. multi-page
-and OME-TIFF stacks), PNG and NPY into single-channel frames the server accepts.
+"""Image files, read once for every part: expand paths (files, folders, globs) and read TIFF (incl.
+multi-page, ImageJ and OME-TIFF stacks), PNG and NPY into single-channel frames of photon counts.
 
-Pixels keep their meaning: uint8/uint16 are sent as they are; other integer types are accepted when
-their values fit uint16 (e.g. int64 photon counts); float images must already be in [0, 1]. Colour
-images are accepted only when their channels are equal (a grey image saved as RGB).
+This is where a file's calibration is applied (the pixel contract, stedq.pixels): an ImageJ
+"straight line" calibration (value = c0 + c1 * stored, e.g. signed 16-bit data stored as uint16 +
+32768) gives the counts the file means. Integer frames keep a wire dtype (uint8, uint16, int16,
+uint32; wider integers are narrowed to one their values fit); a float frame is on the model's scale
+when all its values are in [0, 1], otherwise it is counts. Colour images are accepted only when their
+channels are equal (a grey image saved as RGB).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from stedq.pixels import Intensity, to_wire_array
 
 SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 GENERIC_AXES = {"I": "page", "Q": "page"}  # tifffile's names for a plain sequence of pages
@@ -31,7 +36,8 @@ class ReadError(Exception):
 class Frame:
     path: str
     frame: str          # "" for a single image; "Z=3", "T=0,C=1", "2" within a stack
-    image: np.ndarray   # H×W uint8, uint16 or float32
+    image: np.ndarray   # H×W of a wire dtype (stedq.pixels.WIRE_DTYPES)
+    intensity: Intensity = Intensity.COUNTS   # what the values mean
 
     @property
     def name(self) -> str:
@@ -77,7 +83,7 @@ def read_frames(path: str | Path) -> list[Frame]:
         if suffix in (".tif", ".tiff"):
             return _read_tiff(path)
         if suffix == ".png":
-            return [Frame(str(path), "", _pixels(path, _read_png(path)))]
+            return [_frame(path, "", _read_png(path))]
         if suffix == ".npy":
             return _read_npy(path)
     except ReadError:
@@ -87,24 +93,38 @@ def read_frames(path: str | Path) -> list[Frame]:
     raise ReadError(path, f"unsupported file type {path.suffix or '(none)'!r} (use {', '.join(SUFFIXES)})")
 
 
-def _pixels(path: Path, array: np.ndarray) -> np.ndarray:
-    """The frame in a dtype the wire carries, without changing what the values mean."""
-    if array.dtype in (np.uint8, np.uint16):
-        return array
+def _frame(path: Path, label: str, array: np.ndarray, calibration: tuple[float, float] | None = None) -> Frame:
+    """One frame in a wire dtype, calibrated to counts, with what its values mean."""
+    if calibration is not None:
+        offset, slope = calibration
+        values = offset + slope * array.astype(np.float64)
+        integral = float(offset).is_integer() and float(slope).is_integer()
+        array = values.astype(np.int64) if integral and array.dtype.kind in "iub" else values
     if array.dtype.kind == "f":
+        array = array.astype(np.float32)
         if not np.isfinite(array).all():
             raise ReadError(path, "float image contains NaN or infinity")
-        low, high = float(array.min()), float(array.max())
-        if low < 0.0 or high > 1.0:
-            raise ReadError(path, f"float pixels must be in [0, 1], found [{low:g}, {high:g}]; "
-                                  "floats mean counts / 65535 (as the model was trained); save photon counts as uint16")
-        return array.astype(np.float32)
-    if array.dtype.kind in "iu":
-        low, high = int(array.min()), int(array.max())
-        if low < 0 or high > 65535:
-            raise ReadError(path, f"{array.dtype} values in [{low}, {high}] do not fit uint16 counts")
-        return array.astype(np.uint16)
-    raise ReadError(path, f"unsupported pixel type {array.dtype}")
+        on_model_scale = calibration is None and (array.size == 0 or (array.min() >= 0.0 and array.max() <= 1.0))
+        return Frame(str(path), label, array, Intensity.MODEL_SCALE if on_model_scale else Intensity.COUNTS)
+    if array.dtype.kind not in "iub":
+        raise ReadError(path, f"unsupported pixel type {array.dtype}")
+    try:
+        return Frame(str(path), label, to_wire_array(array))
+    except (TypeError, ValueError) as exc:
+        raise ReadError(path, str(exc).removeprefix("image 0: ")) from None
+
+
+def _imagej_calibration(path: Path, tif) -> tuple[float, float] | None:
+    """(c0, c1) of an ImageJ straight-line calibration, None when the file has none."""
+    metadata = tif.imagej_metadata or {}
+    if "c0" not in metadata and "c1" not in metadata:
+        return None
+    function = int(metadata.get("cf", 0))
+    if function != 0:  # ImageJ's Calibration.STRAIGHT_LINE; others (log, poly, ...) are not counts
+        raise ReadError(path, f"ImageJ calibration function {function} is not a straight line; save the "
+                              "photon counts without a calibration")
+    offset, slope = float(metadata.get("c0", 0.0)), float(metadata.get("c1", 1.0))
+    return None if (offset, slope) == (0.0, 1.0) else (offset, slope)
 
 
 def _one_channel(path: Path, array: np.ndarray) -> np.ndarray:
@@ -138,10 +158,10 @@ def _read_npy(path: Path) -> list[Frame]:
     if array.ndim < 2:
         raise ReadError(path, f"expected an H×W image or an N×H×W stack, got shape {array.shape}")
     if array.ndim == 2:
-        return [Frame(str(path), "", _pixels(path, array))]
+        return [_frame(path, "", array)]
     stack = array.reshape(-1, *array.shape[-2:])
     labels = [",".join(map(str, index)) for index in np.ndindex(*array.shape[:-2])]
-    return [Frame(str(path), label, _pixels(path, frame)) for label, frame in zip(labels, stack, strict=True)]
+    return [_frame(path, label, frame) for label, frame in zip(labels, stack, strict=True)]
 
 
 def _read_tiff(path: Path) -> list[Frame]:
@@ -151,6 +171,7 @@ def _read_tiff(path: Path) -> list[Frame]:
     with tifffile.TiffFile(path) as tif:
         if not tif.series:
             raise ReadError(path, "TIFF file has no images")
+        calibration = _imagej_calibration(path, tif)
         for number, series in enumerate(tif.series):
             array, axes = series.asarray(), series.axes
             if "S" in axes:  # samples per pixel (RGB, interleaved or planar): one grey channel
@@ -163,5 +184,5 @@ def _read_tiff(path: Path) -> list[Frame]:
             lead = axes[:-2]
             for index, frame in zip(np.ndindex(*array.shape[:-2]), stack, strict=True):
                 label = ",".join(f"{GENERIC_AXES.get(axis, axis)}={i}" for axis, i in zip(lead, index, strict=True))
-                frames.append(Frame(str(path), (prefix + label).rstrip(","), _pixels(path, frame)))
+                frames.append(_frame(path, (prefix + label).rstrip(","), frame, calibration))
     return frames

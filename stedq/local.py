@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from stedq.engine import Engine
-from stedq.pixels import InvalidInput, to_unit_range
+from stedq.pixels import Intensity, InvalidInput, to_model_input
 from stedq.settings import Settings
 from stedq.tiling import cut_tiles
 
@@ -24,7 +24,7 @@ class LocalScore:
 
 
 class LocalScorer:
-    """Scores uint8 / uint16 / float32 (H, W) arrays as a server with default settings would."""
+    """Scores (H, W) arrays of a wire dtype as a server with default settings would."""
 
     def __init__(self, model: Path | None = None, *, variant: str = "auto", threads: int = 0,
                  tile_stride: int | None = None, max_batch: int = 32):
@@ -36,14 +36,15 @@ class LocalScorer:
     def info(self):
         return self.engine.info
 
-    def score(self, pixels: np.ndarray) -> LocalScore:
-        """One image; InvalidInput (the server's message) when it cannot be scored."""
+    def score(self, pixels: np.ndarray, intensity: Intensity | str | None = None) -> LocalScore:
+        """One image (`intensity` None: the dtype's default); InvalidInput (the server's message) when it
+        cannot be scored."""
         info = self.engine.info
         height, width = pixels.shape
         if height < info.input_height or width < info.input_width:
             raise InvalidInput(f"image is {height}x{width}, smaller than the model input "
                                f"{info.input_height}x{info.input_width}")
-        image = to_unit_range(pixels, pixels.dtype.name, field="image")
+        image = to_model_input(pixels, intensity, field="image")
         tiles, layout = cut_tiles(image, info.input_height, info.input_width, self.tile_stride)
         batch = np.stack(tiles)[:, None]
         scores = np.concatenate([self.engine.run(batch[i:i + self.max_batch])

@@ -1,8 +1,17 @@
-"""Raw pixels from the wire -> float32 images in [0, 1], with errors that say what was wrong.
+"""The pixel contract: what pixel values mean and how they become the model's input, for every part
+(training, export, server, bench, clients; the Node client follows the same rule, tested with the
+same files).
 
-Shared by our API (stedq.v1), the KServe v2 servicer and in-process scoring (stedq.local). An image is row-major, single-channel,
-little-endian; uint images are rescaled by their dtype's range as in the paper (x / 255, x / 65535),
-float32 images must already be finite and in [0, 1].
+- Integer pixels (uint8, uint16, int16, uint32) are **photon counts**: the same counts give the same
+  model input whatever the dtype. Negative counts (int16) are read as 0.
+- float32 pixels are **on the model's scale** (counts / 65535, finite, in [0, 1]) unless the sender
+  says they are counts.
+- The model was trained on uint16 photon counts / 65535, so its input is counts / 65535
+  (`MODEL_COUNTS_PER_UNIT`).
+
+The intensity convention travels with every image (`Intensity`; proto `stedq.v1.Intensity`, the
+KServe v2 input parameter `intensity`), so the server never guesses. A file's calibration (ImageJ
+offset and slope) is applied when the file is read (stedq.files), before any of this.
 """
 
 from __future__ import annotations
@@ -12,106 +21,172 @@ import enum
 import numpy as np
 
 MODEL_INPUT_SIZE = 224
+MODEL_COUNTS_PER_UNIT = 65535.0
+
+# wire dtype name -> little-endian numpy dtype
+WIRE_DTYPES: dict[str, np.dtype] = {
+    "uint8": np.dtype("u1"),
+    "uint16": np.dtype("<u2"),
+    "int16": np.dtype("<i2"),
+    "uint32": np.dtype("<u4"),
+    "float32": np.dtype("<f4"),
+}
+_EXPECTED = ", ".join(WIRE_DTYPES)
+# Spellings of each dtype: ours, numpy's, the stedq.v1 enum's and KServe v2's datatypes.
+_ALIASES = {
+    **{name: name for name in WIRE_DTYPES}, **{f"dtype_{name}": name for name in WIRE_DTYPES},
+    "u1": "uint8", "u2": "uint16", "i2": "int16", "u4": "uint32", "f4": "float32", "fp32": "float32",
+}
+# stedq.v1.DType enum numbers (proto/stedq/v1/quality.proto)
+DTYPE_NUMBERS = {1: "uint8", 2: "uint16", 3: "float32", 4: "int16", 5: "uint32"}
 
 
 class InvalidInput(ValueError):
-    """A request the server cannot score; the message names the field and the problem."""
+    """An image that cannot be scored; the message names the field and the problem."""
 
 
-class DType(str, enum.Enum):
-    UINT8 = "uint8"
-    UINT16 = "uint16"
-    FLOAT32 = "float32"
+class Intensity(str, enum.Enum):
+    COUNTS = "counts"               # photon counts per pixel
+    MODEL_SCALE = "model_scale"     # counts / 65535 already, in [0, 1]
 
 
-# wire dtype (little-endian) and the value that maps to 1.0 (None: already in [0, 1])
-_LAYOUT: dict[DType, tuple[np.dtype, float | None]] = {
-    DType.UINT8: (np.dtype("u1"), 255.0),
-    DType.UINT16: (np.dtype("<u2"), 65535.0),
-    DType.FLOAT32: (np.dtype("<f4"), None),
-}
-
-# Spellings accepted for each dtype: ours, numpy's, the stedq.v1 enum's and KServe v2's datatypes.
-_ALIASES: dict[str, DType] = {
-    "uint8": DType.UINT8, "u1": DType.UINT8, "dtype_uint8": DType.UINT8,
-    "uint16": DType.UINT16, "u2": DType.UINT16, "dtype_uint16": DType.UINT16,
-    "float32": DType.FLOAT32, "f4": DType.FLOAT32, "fp32": DType.FLOAT32, "dtype_float32": DType.FLOAT32,
-}
-# stedq.v1.DType enum numbers (see proto/stedq/v1/quality.proto)
-_ENUM_NUMBERS = {1: DType.UINT8, 2: DType.UINT16, 3: DType.FLOAT32}
+# stedq.v1.Intensity enum numbers; 0 (unspecified) means the dtype's default
+INTENSITY_NUMBERS = {1: Intensity.COUNTS, 2: Intensity.MODEL_SCALE}
 
 
-def parse_dtype(dtype: str | int | DType, *, field: str) -> DType:
-    """'uint16', 'UINT16', 'DTYPE_UINT16', 2 (the proto enum), 'FP32', ... -> DType."""
-    if isinstance(dtype, DType):
-        return dtype
+def default_intensity(dtype: str) -> Intensity:
+    return Intensity.MODEL_SCALE if dtype == "float32" else Intensity.COUNTS
+
+
+def parse_dtype(dtype: str | int, *, field: str) -> str:
+    """'uint16', 'UINT16', 'DTYPE_UINT16', 2 (the proto enum), 'FP32', 'INT16', ... -> a WIRE_DTYPES name."""
     if isinstance(dtype, (int, np.integer)) and not isinstance(dtype, bool):
-        if int(dtype) in _ENUM_NUMBERS:
-            return _ENUM_NUMBERS[int(dtype)]
+        if int(dtype) in DTYPE_NUMBERS:
+            return DTYPE_NUMBERS[int(dtype)]
         if int(dtype) == 0:
-            raise InvalidInput(f"{field}: dtype is not set (DTYPE_UNSPECIFIED); use uint8, uint16 or float32")
-        raise InvalidInput(f"{field}: unknown dtype {int(dtype)} (expected uint8, uint16 or float32)")
+            raise InvalidInput(f"{field}: dtype is not set (DTYPE_UNSPECIFIED); use {_EXPECTED}")
+        raise InvalidInput(f"{field}: unknown dtype {int(dtype)} (expected {_EXPECTED})")
     name = str(dtype).strip().lower()
     if name in _ALIASES:
         return _ALIASES[name]
-    shown = name or "unspecified"
-    raise InvalidInput(f"{field}: unknown dtype {shown!r} (expected uint8, uint16 or float32)")
+    raise InvalidInput(f"{field}: unknown dtype {name or 'unspecified'!r} (expected {_EXPECTED})")
 
 
-def to_unit_range(pixels: np.ndarray, dtype: str | int | DType, *, field: str) -> np.ndarray:
-    """Rescale already-shaped pixels of `dtype` to float32 in [0, 1] and check them.
+def parse_intensity(value: str | int | Intensity | None, dtype: str, *, field: str) -> Intensity:
+    """Intensity from our enum, its name, the proto enum number, or None / 0 / '' (the dtype's default)."""
+    if isinstance(value, Intensity):
+        return value
+    if value is None or (isinstance(value, (int, np.integer)) and int(value) == 0):
+        return default_intensity(dtype)
+    if isinstance(value, (int, np.integer)):
+        if int(value) in INTENSITY_NUMBERS:
+            return INTENSITY_NUMBERS[int(value)]
+        raise InvalidInput(f"{field}: unknown intensity {int(value)} (expected counts or model_scale)")
+    name = str(value).strip().lower().removeprefix("intensity_")
+    if name in ("", "unspecified"):
+        return default_intensity(dtype)
+    for member in Intensity:
+        if name == member.value:
+            return member
+    raise InvalidInput(f"{field}: unknown intensity {value!r} (expected 'counts' or 'model_scale')")
 
-    For callers that receive numbers rather than bytes (KServe v2 typed contents): the values must
-    fit the dtype (uint8 in 0..255, ...); float32 values must be finite and in [0, 1].
-    """
-    kind = parse_dtype(dtype, field=field)
-    wire, scale = _LAYOUT[kind]
-    if scale is None:
-        image = np.asarray(pixels, dtype=np.float32)
-        _check_unit_floats(image, field=field)
-        return image
+
+def to_model_input(pixels: np.ndarray, intensity: str | int | Intensity | None = None, *,
+                   field: str = "image") -> np.ndarray:
+    """Pixels of a wire dtype ((H, W), or a stack) -> float32 model input (counts / 65535); InvalidInput
+    names `field`.
+
+    Numbers that arrive wider than their dtype (KServe v2 typed contents) are checked against it."""
     values = np.asarray(pixels)
-    if values.dtype != wire:
-        if values.size and (values.min() < 0 or values.max() > scale):
-            raise InvalidInput(f"{field}: values outside the {kind.value} range 0..{int(scale)} "
-                               f"(min {values.min()}, max {values.max()})")
-    return (values.astype(np.float32) / np.float32(scale)).astype(np.float32, copy=False)
+    dtype = np.dtype(values.dtype).newbyteorder("=").name
+    if dtype not in WIRE_DTYPES:
+        raise InvalidInput(f"{field}: dtype {dtype} is not one of {_EXPECTED}")
+    kind = parse_intensity(intensity, dtype, field=field)
+    if dtype == "float32":
+        finite = np.isfinite(values)
+        if not finite.all():
+            bad = int(values.size - np.count_nonzero(finite))
+            raise InvalidInput(f"{field}: float32 image has {bad} NaN/Inf pixel(s); send finite values")
+        if kind is Intensity.MODEL_SCALE:
+            if values.size and (values.min() < 0.0 or values.max() > 1.0):
+                raise InvalidInput(f"{field}: float32 values on the model scale must be in [0, 1] (got min "
+                                   f"{values.min():.4g}, max {values.max():.4g}); send photon counts as integers, "
+                                   f"or say intensity=counts")
+            return values.astype(np.float32, copy=False)
+    elif kind is Intensity.MODEL_SCALE:
+        raise InvalidInput(f"{field}: {dtype} pixels are photon counts; intensity model_scale applies to float32 "
+                           f"only")
+    counts = values.astype(np.float32)
+    np.maximum(counts, 0.0, out=counts)  # no negative photons (int16 files, float counts)
+    return counts / np.float32(MODEL_COUNTS_PER_UNIT)
 
 
-def decode_image(data: bytes, dtype: str | int | DType, height: int, width: int, *, field: str,
-                 min_height: int = MODEL_INPUT_SIZE, min_width: int = MODEL_INPUT_SIZE) -> np.ndarray:
-    """Raw bytes -> float32 (height, width) in [0, 1]; raises InvalidInput naming `field`."""
-    kind = parse_dtype(dtype, field=field)
+def check_fits(values: np.ndarray, dtype: str, *, field: str) -> np.ndarray:
+    """Wide numbers (KServe v2 typed contents) that must fit `dtype`, returned as that dtype."""
+    wire = WIRE_DTYPES[dtype]
+    if wire.kind in "iu" and values.size:
+        info = np.iinfo(wire)
+        low, high = values.min(), values.max()
+        if low < info.min or high > info.max:
+            raise InvalidInput(f"{field}: values outside the {dtype} range {info.min}..{info.max} "
+                               f"(min {low}, max {high})")
+    return values.astype(wire.newbyteorder("="), copy=False)
+
+
+def decode_image(data: bytes, dtype: str | int, height: int, width: int, *, field: str,
+                 intensity: str | int | Intensity | None = None, min_height: int = MODEL_INPUT_SIZE,
+                 min_width: int = MODEL_INPUT_SIZE) -> np.ndarray:
+    """Raw little-endian bytes from the wire -> float32 (height, width) model input; InvalidInput names `field`."""
+    name = parse_dtype(dtype, field=field)
     height, width = int(height), int(width)
     if height <= 0 or width <= 0:
         raise InvalidInput(f"{field}: height and width must be positive (got {height}x{width})")
     if height < min_height or width < min_width:
         raise InvalidInput(f"{field}: image is {height}x{width}, smaller than the model input "
                            f"{min_height}x{min_width} (larger images are tiled; smaller ones cannot be scored)")
-    wire, _ = _LAYOUT[kind]
+    wire = WIRE_DTYPES[name]
     expected = height * width * wire.itemsize
     if len(data) != expected:
-        raise InvalidInput(f"{field}: data has {len(data)} bytes but a {height}x{width} {kind.value} image "
+        raise InvalidInput(f"{field}: data has {len(data)} bytes but a {height}x{width} {name} image "
                            f"needs {expected} ({height}*{width}*{wire.itemsize})")
-    pixels = np.frombuffer(data, dtype=wire).reshape(height, width)
-    return to_unit_range(pixels, kind, field=field)
+    return to_model_input(np.frombuffer(data, dtype=wire).reshape(height, width), intensity, field=field)
 
 
-def _check_unit_floats(image: np.ndarray, *, field: str) -> None:
-    finite = np.isfinite(image)
-    if not finite.all():
-        bad = int(image.size - np.count_nonzero(finite))
-        raise InvalidInput(f"{field}: float32 image has {bad} NaN/Inf pixel(s); send finite values in [0, 1]")
-    if image.size and (image.min() < 0.0 or image.max() > 1.0):
-        raise InvalidInput(f"{field}: float32 values must be in [0, 1] (got min {image.min():.4g}, "
-                           f"max {image.max():.4g}); rescale the image, or send it as uint8/uint16")
+def to_wire_array(image, index: int = 0) -> np.ndarray:
+    """A caller's (H, W) array as a C-contiguous little-endian wire array holding the same numbers.
+
+    bool and int8 widen losslessly; other integers narrow to the first of uint16, int16, uint32 their
+    values fit; float16/float64 become float32. TypeError/ValueError name the image."""
+    array = np.asarray(image)
+    if array.ndim != 2:
+        raise ValueError(f"image {index}: expected an H×W array, got shape {array.shape}")
+    kind, name = array.dtype.kind, np.dtype(array.dtype).newbyteorder("=").name
+    if kind == "b":
+        array = array.astype(np.uint8)
+    elif kind == "f":
+        if name != "float32":
+            array = array.astype(np.float32)
+        if array.size and not np.isfinite(array).all():
+            raise ValueError(f"image {index}: float image contains NaN or infinity")
+    elif kind in "iu" and name not in WIRE_DTYPES:
+        low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        for candidate in ("uint16", "int16", "uint32"):
+            info = np.iinfo(candidate)
+            if info.min <= low and high <= info.max:
+                array = array.astype(candidate)
+                break
+        else:
+            raise ValueError(f"image {index}: {array.dtype} values in [{low}, {high}] fit none of {_EXPECTED}; "
+                             "photon counts never need more than uint32")
+    elif kind not in "iu":
+        raise TypeError(f"image {index}: dtype {array.dtype} is not an image type; send one of {_EXPECTED}")
+    wire = WIRE_DTYPES[np.dtype(array.dtype).newbyteorder("=").name]
+    return np.ascontiguousarray(array, dtype=wire)
 
 
 def demo_image(size: int = MODEL_INPUT_SIZE, seed: int = 7) -> np.ndarray:
-    """A built-in synthetic STED-like image (blurred fibres with Poisson noise) for the start-up self-test.
-
-    Photon counts rescaled as a uint16 export is (counts / 65535): the range the model was trained on.
-    """
+    """A built-in synthetic STED-like image (blurred fibres with Poisson noise) for the start-up self-test,
+    as model input (uint16 photon counts / 65535: the range the model was trained on)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     image = np.zeros((size, size), np.float32)
@@ -120,5 +195,5 @@ def demo_image(size: int = MODEL_INPUT_SIZE, seed: int = 7) -> np.ndarray:
         x0, y0 = rng.uniform(0, size, 2)
         distance = np.abs((xx - x0) * np.sin(angle) - (yy - y0) * np.cos(angle))
         image += np.exp(-0.5 * (distance / 2.0) ** 2)
-    counts = rng.poisson(image * 30.0 + 1.0).astype(np.float32)
-    return np.clip(counts / np.float32(65535), 0.0, 1.0).astype(np.float32)
+    counts = rng.poisson(image * 30.0 + 1.0).astype(np.uint16)
+    return to_model_input(counts)

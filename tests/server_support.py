@@ -100,10 +100,11 @@ def reference_scores(bundle: Path, images: np.ndarray) -> np.ndarray:
 
 
 def pb_image(pixels: np.ndarray):
-    """A stedq.v1.Image from a uint8 / uint16 / float32 (H, W) array."""
+    """A stedq.v1.Image from a uint8 / uint16 / int16 / uint32 / float32 (H, W) array."""
     from stedq.v1 import quality_pb2 as pb
 
     dtype = {np.dtype(np.uint8): pb.DTYPE_UINT8, np.dtype(np.uint16): pb.DTYPE_UINT16,
+             np.dtype(np.int16): pb.DTYPE_INT16, np.dtype(np.uint32): pb.DTYPE_UINT32,
              np.dtype(np.float32): pb.DTYPE_FLOAT32}[pixels.dtype]
     return pb.Image(data=np.ascontiguousarray(pixels).astype(pixels.dtype.newbyteorder("<")).tobytes(),
                     dtype=dtype, height=pixels.shape[0], width=pixels.shape[1])

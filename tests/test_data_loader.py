@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from stedq.cli import main
-from stedq.training.data import DatasetError, check_labelled_folder, load_labelled_folder, rescale_by_dtype
+from stedq.training.data import DatasetError, check_labelled_folder, load_labelled_folder, read_image
 
 
 def _image(dtype=np.uint16, seed=0, size=224):
@@ -63,26 +63,27 @@ def test_labels_csv_with_structures(tmp_path):
     assert ds.structures == ["tubulin", "actin"]
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32, np.float64])
-def test_rescale_by_dtype_range(dtype):
-    image = _image(dtype)
-    scaled = rescale_by_dtype(image)
-    assert scaled.dtype == np.float32
-    assert 0.0 <= scaled.min() and scaled.max() <= 1.0
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        np.testing.assert_allclose(scaled, (image.astype(np.float64) - info.min) / (info.max - info.min),
-                                   atol=1e-6)
-    else:
-        np.testing.assert_allclose(scaled, image, atol=1e-7)
-    # By the dtype's range, not the image's: a dim uint16 image stays dim.
-    assert rescale_by_dtype(np.full((4, 4), 100, np.uint16)).max() == pytest.approx(100 / 65535)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.uint32])
+def test_integer_files_are_photon_counts_whatever_the_dtype(tmp_path, dtype):
+    counts = np.random.default_rng(1).integers(0, 200, (224, 224))
+    path = _write(tmp_path, f"c-{np.dtype(dtype).name}-0.5.tiff", counts.astype(dtype))
+    image = read_image(path)
+    assert image.dtype == np.float32
+    np.testing.assert_array_equal(image, (counts / np.float32(65535)).astype(np.float32))
+    # by the contract, not the image's own range: a dim acquisition stays dim
+    assert image.max() < 0.004
 
 
-def test_float_outside_unit_range_is_rejected(tmp_path):
-    _write(tmp_path, "hot-0.5.tiff", np.full((224, 224), 3.0, np.float32))
-    with pytest.raises(DatasetError, match=r"hot-0\.5\.tiff: float image values span \[3, 3\]"):
-        load_labelled_folder(tmp_path)
+def test_float_files_on_the_model_scale_or_as_counts(tmp_path):
+    unit = np.random.default_rng(2).random((224, 224)).astype(np.float32)
+    np.testing.assert_array_equal(read_image(_write(tmp_path, "unit-0.5.tiff", unit)), unit)
+    counts = np.full((224, 224), 3.0, np.float32)   # values above 1 cannot be on the model scale: counts
+    np.testing.assert_allclose(read_image(_write(tmp_path, "hot-0.5.tiff", counts)), 3.0 / 65535)
+    nan = unit.copy()
+    nan[3, 3] = np.nan
+    _write(tmp_path / "bad", "nan-0.5.tiff", nan)
+    with pytest.raises(DatasetError, match=r"nan-0\.5\.tiff: .*NaN"):
+        load_labelled_folder(tmp_path / "bad")
 
 
 def test_single_page_stack_accepted_multi_page_rejected(tmp_path):
@@ -100,7 +101,8 @@ def test_single_page_stack_accepted_multi_page_rejected(tmp_path):
     (lambda d: _write(d, "over-1.5.tiff", _image()), r"over-1\.5\.tiff: label 1\.5 is outside \[0, 1\]"),
     (lambda d: _write(d, "small-0.5.tiff", _image(size=100)),
      r"small-0\.5\.tiff: image is 100x100, expected 224x224"),
-    (lambda d: _write(d, "rgb-0.5.tiff", np.zeros((224, 224, 3), np.uint8)), r"rgb-0\.5\.tiff: colour image"),
+    (lambda d: _write(d, "rgb-0.5.tiff", np.arange(224 * 224 * 3, dtype=np.uint8).reshape(224, 224, 3)),
+     r"rgb-0\.5\.tiff: .*colour image"),
     (lambda d: d.mkdir(exist_ok=True), r"empty: no \.tif/\.tiff images"),
 ])
 def test_each_bad_case_names_the_file(tmp_path, setup, message):

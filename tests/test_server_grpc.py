@@ -63,13 +63,29 @@ def test_scores_equal_in_process_onnxruntime_in_order(stub, bundle):
     np.testing.assert_allclose([r.score for r in reversed_response.results], expected[::-1], atol=TOLERANCE)
 
 
-def test_uint_images_are_rescaled_like_the_paper(stub, bundle):
+def test_integer_images_are_photon_counts_whatever_the_dtype(stub, bundle):
     rng = np.random.default_rng(3)
-    as_uint8 = rng.integers(0, 256, (224, 224), dtype=np.uint8)
-    as_uint16 = rng.integers(0, 65536, (224, 224), dtype=np.uint16)
-    response = stub.Score(pb.ScoreRequest(images=[pb_image(as_uint8), pb_image(as_uint16)]), timeout=60)
-    expected = reference_scores(bundle, np.stack([as_uint8 / np.float32(255), as_uint16 / np.float32(65535)]))
-    np.testing.assert_allclose([r.score for r in response.results], expected, atol=TOLERANCE)
+    counts = rng.poisson(30, (224, 224))
+    images = [pb_image(counts.astype(dtype)) for dtype in (np.uint8, np.uint16, np.int16, np.uint32)]
+    float_counts = pb_image(counts.astype(np.float32))
+    float_counts.intensity = pb.INTENSITY_COUNTS
+    response = stub.Score(pb.ScoreRequest(images=[*images, float_counts]), timeout=60)
+    expected = reference_scores(bundle, (counts / np.float32(65535)).astype(np.float32)[None])[0]
+    np.testing.assert_allclose([r.score for r in response.results], [expected] * 5, atol=TOLERANCE)
+
+
+def test_float32_is_on_the_model_scale_unless_it_says_counts(stub):
+    counts = pb_image(np.full((224, 224), 30.0, np.float32))
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Score(pb.ScoreRequest(images=[counts]), timeout=60)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "images[0]: float32 values on the model scale must be in [0, 1]" in error.value.details()
+    counts.intensity = pb.INTENSITY_COUNTS
+    assert 0.0 <= stub.Score(pb.ScoreRequest(images=[counts]), timeout=60).results[0].score <= 1.0
+    uint = pb_image(np.zeros((224, 224), np.uint16))
+    uint.intensity = pb.INTENSITY_MODEL_SCALE
+    with pytest.raises(grpc.RpcError, match="uint16 pixels are photon counts"):
+        stub.Score(pb.ScoreRequest(images=[uint]), timeout=60)
 
 
 def test_a_larger_image_gets_a_quality_map(stub, bundle):
@@ -116,8 +132,8 @@ BAD_REQUESTS = {
                   "images[0]: image is 100x224, smaller than the model input 224x224"),
     "NaN": ([_float_image(np.nan)], "images[0]: float32 image has 1 NaN/Inf pixel(s)"),
     "Inf": ([_float_image(np.inf)], "NaN/Inf"),
-    "float above 1": ([_float_image(1.5)], "images[0]: float32 values must be in [0, 1] (got min 0.5, max 1.5)"),
-    "negative float": ([_float_image(-0.1)], "float32 values must be in [0, 1]"),
+    "float above 1": ([_float_image(1.5)], "images[0]: float32 values on the model scale must be in [0, 1] (got min 0.5, max 1.5)"),
+    "negative float": ([_float_image(-0.1)], "float32 values on the model scale must be in [0, 1]"),
     "batch over the limit": ([GOOD] * 65, "images: the request needs 65 model inputs (65 images"),
     "quality map over the limit": ([pb_image(np.zeros((224, 224 + 112 * 70), np.uint8))],
                                    "the request needs 71 model inputs (1 images"),

@@ -142,7 +142,7 @@ def test_tritonclient_interop(server, reference, version, tmp_path):
     expected = {
         "fp32": reference(fp32),
         "u16": reference(u16[:, None].astype(np.float32) / np.float32(65535)),
-        "u8": reference((u16 >> 8)[:, None].astype(np.float32) / np.float32(255)),
+        "u8": reference((u16 >> 8)[:, None].astype(np.float32) / np.float32(65535)),   # counts, any dtype
     }
     assert len(set(np.round(expected["fp32"], 6))) == 3, "test images must get distinct scores"
     for key, want in expected.items():
@@ -196,7 +196,7 @@ def test_raw_and_typed_agree_with_onnxruntime(stub, reference, version):
     u8 = (images * 255).round().astype(np.uint8)
     typed_u8 = stub.ModelInfer(typed_request(u8, "UINT8"), timeout=30)
     np.testing.assert_allclose(typed_u8.outputs[0].contents.fp32_contents,
-                               reference(u8.astype(np.float32) / np.float32(255)), rtol=0, atol=1e-6)
+                               reference(u8.astype(np.float32) / np.float32(65535)), rtol=0, atol=1e-6)
 
 
 def test_outputs_filter(stub):
@@ -354,7 +354,7 @@ def test_triton_client_example(server, reference, tmp_path):
                           str(tmp_path / "stack.npy"), str(tmp_path / "bright.npy")],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert run.returncode == 1, run.stderr   # one file rejected, the other scored
-    assert "bright.npy: rejected: input 'image', image 0: float32 values must be in [0, 1]" in run.stderr
+    assert "bright.npy: rejected: input 'image', image 0: float32 values on the model scale must be in [0, 1]" in run.stderr
     lines = [line.split("\t") for line in run.stdout.splitlines() if "\t" in line]
     assert [name for name, _ in lines] == [f"{tmp_path / 'stack.npy'}[{i}]" for i in range(2)]
     want = reference(images.astype(np.float32) / np.float32(65535))

@@ -189,10 +189,10 @@ def evaluate(run: str | Path, ds, unseen: dict[str, object], options: EvalOption
 
 
 def counts_to_unit(images: np.ndarray) -> np.ndarray:
-    """Raw uint16 acquisitions -> [0, 1] the way the dataset loader (and the server) do it."""
-    from stedq.training.data.loader import rescale_by_dtype
+    """Raw photon-count acquisitions -> model input by the pixel contract (as the loader and server do)."""
+    from stedq.pixels import to_model_input, to_wire_array
 
-    return np.stack([rescale_by_dtype(image) for image in images]).astype(np.float32)
+    return np.stack([to_model_input(to_wire_array(image)) for image in images]).astype(np.float32)
 
 
 def report_markdown(results: dict, test_md: str, study_md: str, human_md: str, mono_md: str) -> str:

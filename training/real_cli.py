@@ -32,7 +32,7 @@ def local_backend(args: argparse.Namespace) -> tuple[ScoreFn, dict, str]:
         shown = info.path.resolve().relative_to(Path.cwd())
     except ValueError:
         shown = info.path
-    return (lambda image: scorer.score(image).score), model, f"onnxruntime in-process ({shown})"
+    return (lambda image, intensity: scorer.score(image, intensity).score), model, f"onnxruntime in-process ({shown})"
 
 
 def server_backend(args: argparse.Namespace):
@@ -50,12 +50,12 @@ def server_backend(args: argparse.Namespace):
         raise SystemExit(f"stedq evaluate --real: {server_hint(exc, settings.server)}") from None
     min_height, min_width = info.input_height or 1, info.input_width or 1
 
-    def score(image) -> float:
+    def score(image, intensity) -> float:
         height, width = image.shape
         if height < min_height or width < min_width:  # as `stedq score` refuses it
             raise ValueError(f"image is {height}x{width}; the model needs at least {min_height}x{min_width}")
         try:
-            return client.score_images([image])[0].score
+            return client.score_images([image], intensity=[intensity])[0].score
         except QualityError as exc:
             if exc.code in FATAL_CODES:
                 raise ServerUnusable(server_hint(exc, settings.server)) from None

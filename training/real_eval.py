@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from stedq.files import ReadError, read_frames
+from stedq.pixels import Intensity
 
 THINNING = ["base", "thin050", "thin025", "thin010"]      # 100 / 50 / 25 / 10 % of the photons
 BLUR = ["base", "blur15", "blur30", "blur50"]             # Gaussian blur sigma 0 / 1.5 / 3 / 5 px
@@ -54,9 +55,9 @@ class Check:
     details: list[str] = field(default_factory=list)
 
 
-# A scoring backend: one H×W array (as read from a file) -> score; a refusal raises ValueError, TypeError
-# or RuntimeError whose message is the reason.
-ScoreFn = Callable[[np.ndarray], float]
+# A scoring backend: one H×W array and its intensity (as stedq.files read it) -> score; a refusal raises
+# ValueError, TypeError or RuntimeError whose message is the reason.
+ScoreFn = Callable[[np.ndarray, Intensity], float]
 
 
 def discover(root: Path) -> dict[str, dict[str, Path]]:
@@ -91,7 +92,7 @@ def score_file(path: Path, score: ScoreFn) -> Scored:
     if len(frames) != 1:
         return Scored(str(path), error=f"holds {len(frames)} images; --real expects one image per file")
     try:
-        return Scored(str(path), score=float(score(frames[0].image)))
+        return Scored(str(path), score=float(score(frames[0].image, frames[0].intensity)))
     except (ValueError, TypeError, RuntimeError) as exc:
         return Scored(str(path), error=str(exc))
 

@@ -10,8 +10,10 @@ tifffile: copy it into your own project as a starting point.
     python clients/examples/triton_client.py --repeat 200       # latency of the built-in test image
 
 The model ("quality" unless the server was started with --model-name) takes images of exactly
-224x224 pixels as input "image", shape [N, 1, 224, 224], datatype UINT16 or UINT8 (the server rescales
-them by their range) or FP32 already in [0, 1]; it answers output "score", FP32 [N, 1], in [0, 1].
+224x224 pixels as input "image", shape [N, 1, 224, 224]: photon counts as UINT8, UINT16, INT16 or
+UINT32 (the same counts score the same whatever the datatype), or FP32 on the model's scale (counts /
+65535, in [0, 1]; FP32 counts need the input parameter intensity="counts"). It answers output
+"score", FP32 [N, 1], in [0, 1].
 Larger images are scored as quality maps by stedq's own API (`stedq score`), not through KServe v2.
 """
 
@@ -27,11 +29,11 @@ import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 SIZE = 224
-DATATYPES = {"UINT8", "UINT16", "FP32"}
+DATATYPES = {"UINT8", "UINT16", "INT16", "UINT32", "FP32"}
 
 
 def read_image(path: Path) -> np.ndarray:
-    """One 224x224 uint8/uint16/float32 image (or a stack of them) from a .tif/.tiff or .npy file."""
+    """One 224x224 image (or a stack of them) from a .tif/.tiff or .npy file."""
     if path.suffix.lower() in {".tif", ".tiff"}:
         import tifffile
 
@@ -48,7 +50,8 @@ def read_image(path: Path) -> np.ndarray:
     if image.dtype == np.float64:
         image = image.astype(np.float32)
     if np_to_triton_dtype(image.dtype) not in DATATYPES:
-        raise ValueError(f"{path}: dtype {image.dtype}; send uint8, uint16 or float32 in [0, 1]")
+        raise ValueError(f"{path}: dtype {image.dtype}; send uint8/uint16/int16/uint32 photon counts or "
+                         "float32 in [0, 1]")
     return image
 
 

@@ -7,11 +7,11 @@ const { parseArgs } = require("node:util");
 const { QualityClient, readImageFile } = require("./stedq_client");
 
 const USAGE = `usage: node score.js FILE... [--server HOST:PORT] [--timeout-s S] [--token T] [--tls-ca PEM]
-                     [--height H --width W --dtype uint8|uint16|float32] [--json]
+                     [--height H --width W --dtype uint8|uint16|int16|uint32|float32] [--json]
 
-Scores .npy images (H×W or N×H×W), TIFF files (single- or multi-page, uncompressed or deflate) and
-raw little-endian pixel files (give their size) of uint8, uint16 or float32 in [0, 1] with the stedq
-server. Defaults come from STEDQ_SERVER (localhost:50051),
+Scores .npy images (H×W or N×H×W), TIFF files (single- or multi-page, uncompressed, LZW or deflate,
+ImageJ calibration applied) and raw little-endian pixel files (give their size) with the stedq server.
+Integer pixels are photon counts; float32 is on the model's scale (counts / 65535) when in [0, 1]. Defaults come from STEDQ_SERVER (localhost:50051),
 STEDQ_TIMEOUT_S (30) and STEDQ_TOKEN, as for the Python client.`;
 
 async function main() {

@@ -10,14 +10,17 @@ const fs = require("node:fs");
 const path = require("node:path");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
+const { ITEM_SIZE, floatIntensity } = require("./pixels");
 const { readTiff } = require("./tiff");
 
 // The repository's proto folder; STEDQ_PROTO_DIR points elsewhere when this folder is copied out.
 const PROTO_DIR = process.env.STEDQ_PROTO_DIR || path.resolve(__dirname, "..", "..", "proto");
-const DTYPES = { uint8: "DTYPE_UINT8", uint16: "DTYPE_UINT16", float32: "DTYPE_FLOAT32" };
-const ITEM_SIZE = { uint8: 1, uint16: 2, float32: 4 };
+const DTYPES = {
+  uint8: "DTYPE_UINT8", uint16: "DTYPE_UINT16", int16: "DTYPE_INT16", uint32: "DTYPE_UINT32", float32: "DTYPE_FLOAT32",
+};
+const INTENSITIES = { counts: "INTENSITY_COUNTS", model_scale: "INTENSITY_MODEL_SCALE" };
 // .npy descr -> our dtype name; '<' little-endian, '|' byte-sized
-const NPY_DESCR = { "|u1": "uint8", "<u1": "uint8", "<u2": "uint16", "<f4": "float32" };
+const NPY_DESCR = { "|u1": "uint8", "<u1": "uint8", "<u2": "uint16", "<i2": "int16", "<u4": "uint32", "<f4": "float32" };
 
 class StedqError extends Error {
   constructor(code, details, target) {
@@ -36,7 +39,8 @@ function loadService(protoDir = PROTO_DIR) {
   return grpc.loadPackageDefinition(definition).stedq.v1.QualityService;
 }
 
-// Parse a .npy file (format 1.0-3.0): uint8, uint16 little-endian or float32, shape [H, W] or [N, H, W].
+// Parse a .npy file (format 1.0-3.0): uint8, uint16, int16, uint32 or float32 (little-endian), shape
+// [H, W] or [N, H, W]. Float frames are on the model's scale when in [0, 1], else counts (pixels.js).
 function readNpy(buffer, name = "array") {
   const magic = buffer.subarray(0, 6).toString("latin1");
   if (magic !== "\x93NUMPY") throw new Error(`${name}: not a .npy file`);
@@ -49,7 +53,7 @@ function readNpy(buffer, name = "array") {
   const shape = /'shape':\s*\(([^)]*)\)/.exec(header);
   if (!descr || !order || !shape) throw new Error(`${name}: unreadable .npy header ${header.trim()}`);
   const dtype = NPY_DESCR[descr[1]];
-  if (!dtype) throw new Error(`${name}: dtype ${descr[1]} not supported (use uint8, uint16 or float32)`);
+  if (!dtype) throw new Error(`${name}: dtype ${descr[1]} not supported (use uint8, uint16, int16, uint32 or float32)`);
   if (order[1] === "True") throw new Error(`${name}: Fortran-ordered arrays are not supported`);
   const dims = shape[1].split(",").map((s) => s.trim()).filter((s) => s.length).map(Number);
   if (dims.length !== 2 && dims.length !== 3) {
@@ -63,14 +67,22 @@ function readNpy(buffer, name = "array") {
   }
   const images = [];
   for (let i = 0; i < count; i += 1) {
-    images.push({ data: data.subarray(i * frameBytes, (i + 1) * frameBytes), dtype, height, width });
+    const image = { data: data.subarray(i * frameBytes, (i + 1) * frameBytes), dtype, height, width };
+    if (dtype === "float32") {
+      try {
+        image.intensity = floatIntensity(image);
+      } catch (error) {
+        throw new Error(`${name}: ${error.message}`);
+      }
+    }
+    images.push(image);
   }
   return images;
 }
 
 // Raw little-endian pixels (e.g. straight from a camera buffer): the size must be given.
 function readRaw(buffer, { height, width, dtype = "uint16" }, name = "raw") {
-  if (!ITEM_SIZE[dtype]) throw new Error(`${name}: dtype ${dtype} not supported (uint8, uint16, float32)`);
+  if (!ITEM_SIZE[dtype]) throw new Error(`${name}: dtype ${dtype} not supported (uint8, uint16, int16, uint32, float32)`);
   const frameBytes = height * width * ITEM_SIZE[dtype];
   if (!frameBytes || buffer.length % frameBytes !== 0) {
     throw new Error(`${name}: ${buffer.length} bytes is not a whole number of ${height}x${width} ${dtype} frames`);
@@ -114,8 +126,11 @@ function splitBySize(images, limit) {
   return chunks;
 }
 
+// image.intensity: "counts" | "model_scale" | undefined (the dtype's default: integers are counts).
 function toMessage(image) {
-  return { data: image.data, dtype: DTYPES[image.dtype], height: image.height, width: image.width };
+  const message = { data: image.data, dtype: DTYPES[image.dtype], height: image.height, width: image.width };
+  if (image.intensity) message.intensity = INTENSITIES[image.intensity];
+  return message;
 }
 
 class QualityClient {
@@ -156,7 +171,8 @@ class QualityClient {
     }
   }
 
-  // images: [{ data: Buffer, dtype: "uint8"|"uint16"|"float32", height, width }] -> [{ score, map }].
+  // images: [{ data: Buffer, dtype: "uint8"|"uint16"|"int16"|"uint32"|"float32", height, width,
+  // intensity? }] -> [{ score, map }].
   // Batches larger than the message limit are sent as several requests, in order.
   async score(images) {
     const results = [];

@@ -1,15 +1,18 @@
 // A small TIFF reader for single-channel microscopy images: baseline and multi-page files, little- or
 // big-endian, uncompressed, LZW (Fiji's default) or deflate (zlib), horizontal-difference predictor,
-// strips or tiles of 8/16-bit unsigned integers or 32-bit floats. Anything else is refused clearly.
+// strips or tiles of uint8, uint16, int16, uint32 or float32 samples. Anything else is refused clearly.
+// An ImageJ calibration in the description is applied (pixels.js: the pixel contract).
 "use strict";
 
 const zlib = require("node:zlib");
+const { calibrate, floatIntensity, imagejCalibration } = require("./pixels");
 
 const TAG = {
   width: 256, height: 257, bitsPerSample: 258, compression: 259, stripOffsets: 273, samplesPerPixel: 277,
   rowsPerStrip: 278, stripByteCounts: 279, planarConfig: 284, predictor: 317, tileWidth: 322,
-  tileLength: 323, tileOffsets: 324, tileByteCounts: 325, sampleFormat: 339,
+  tileLength: 323, tileOffsets: 324, tileByteCounts: 325, sampleFormat: 339, description: 270,
 };
+const ASCII = 2;
 const TYPE_SIZE = { 1: 1, 3: 2, 4: 4, 16: 8 };  // BYTE, SHORT, LONG, LONG8 (BigTIFF)
 
 function readTiff(buffer, name = "image.tif") {
@@ -25,6 +28,7 @@ function readTiff(buffer, name = "image.tif") {
 
   const images = [];
   const seen = new Set();
+  let calibration = null;
   let ifd = big ? u64(8) : u32(4);
   while (ifd !== 0) {
     if (seen.has(ifd) || ifd >= buffer.length) throw new Error(`${name}: corrupt page chain`);
@@ -37,18 +41,32 @@ function readTiff(buffer, name = "image.tif") {
       const at = first + i * entrySize;
       const [tag, type] = [u16(at), u16(at + 2)];
       const n = big ? u64(at + 4) : u32(at + 4);
+      if (type === ASCII && tag === TAG.description) {
+        const start = n <= (big ? 8 : 4) ? at + (big ? 12 : 8) : (big ? u64(at + 12) : u32(at + 8));
+        tags[tag] = [buffer.toString("latin1", start, start + n).replace(/\0+$/, "")];
+        continue;
+      }
       const size = TYPE_SIZE[type];
-      if (!size) continue;  // tags we do not read (ASCII descriptions, rationals...)
+      if (!size) continue;  // tags we do not read (other text, rationals...)
       const inline = n * size <= (big ? 8 : 4);
       const start = inline ? at + (big ? 12 : 8) : (big ? u64(at + 12) : u32(at + 8));
       const read = { 1: (p) => buffer[p], 3: u16, 4: u32, 16: u64 }[type];
       tags[tag] = Array.from({ length: n }, (_, k) => read(start + k * size));
     }
+    if (images.length === 0) calibration = imagejCalibration(tags[TAG.description]?.[0], name);
     images.push(decodePage(buffer, tags, little, `${name}[page ${images.length}]`));
     const next = first + count * entrySize;
     ifd = big ? u64(next) : u32(next);
   }
-  return images;
+  return images.map((image) => {
+    const counts = calibration ? calibrate(image, calibration.offset, calibration.slope) : image;
+    if (counts.dtype !== "float32" || counts.intensity) return counts;
+    try {
+      return { ...counts, intensity: floatIntensity(counts) };
+    } catch (error) {
+      throw new Error(`${name}: ${error.message}`);
+    }
+  });
 }
 
 function decodePage(buffer, tags, little, where) {
@@ -57,8 +75,10 @@ function decodePage(buffer, tags, little, where) {
   const bits = get(TAG.bitsPerSample, 1), format = get(TAG.sampleFormat, 1);
   const compression = get(TAG.compression, 1), predictor = get(TAG.predictor, 1);
   if (get(TAG.samplesPerPixel, 1) !== 1) throw new Error(`${where}: colour TIFF; send one grey channel`);
-  const dtype = { "8,1": "uint8", "16,1": "uint16", "32,3": "float32" }[`${bits},${format}`];
-  if (!dtype) throw new Error(`${where}: ${bits}-bit sample format ${format} not supported (uint8, uint16, float32)`);
+  const dtype = { "8,1": "uint8", "16,1": "uint16", "16,2": "int16", "32,1": "uint32", "32,3": "float32" }[`${bits},${format}`];
+  if (!dtype) {
+    throw new Error(`${where}: ${bits}-bit sample format ${format} not supported (uint8, uint16, int16, uint32, float32)`);
+  }
   if (![1, 5, 8, 32946].includes(compression)) {
     throw new Error(`${where}: compression ${compression} not supported (none, LZW or deflate)`);
   }
@@ -130,8 +150,10 @@ function lzwDecode(input, expected, where) {
 function undoDifferencing(line, item) {
   if (item === 1) {
     for (let i = 1; i < line.length; i += 1) line[i] = (line[i] + line[i - 1]) & 0xff;
-  } else {
+  } else if (item === 2) {
     for (let i = 2; i < line.length; i += 2) line.writeUInt16LE((line.readUInt16LE(i) + line.readUInt16LE(i - 2)) & 0xffff, i);
+  } else {
+    for (let i = 4; i < line.length; i += 4) line.writeUInt32LE((line.readUInt32LE(i) + line.readUInt32LE(i - 4)) >>> 0, i);
   }
 }
 

@@ -10,8 +10,8 @@ from stedq.training.data.loader import (
     LabelledDataset,
     check_labelled_folder,
     load_labelled_folder,
-    rescale_by_dtype,
+    read_image,
 )
 
 __all__ = ["CheckReport", "DatasetError", "LabelledDataset", "check_labelled_folder",
-           "load_labelled_folder", "rescale_by_dtype"]
+           "load_labelled_folder", "read_image"]

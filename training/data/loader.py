@@ -1,7 +1,7 @@
 """Labelled image folders: the paper's `<name>-<score>.tiff` convention, or images plus a labels.csv.
 
     ds = load_labelled_folder("data/synth/actin")
-    ds.images   # float32 (N, 224, 224) in [0, 1], rescaled by dtype range as the paper's code does
+    ds.images   # float32 (N, 224, 224) model input: photon counts / 65535 (stedq.pixels)
     ds.labels   # float32 (N,)
 
 `check_labelled_folder` collects every problem (unreadable file, missing or out-of-range label, wrong
@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from stedq.files import Frame, ReadError, read_frames
+from stedq.pixels import InvalidInput, to_model_input
 
 IMAGE_SIZE = 224
 IMAGE_SUFFIXES = (".tif", ".tiff")
@@ -65,48 +68,33 @@ class CheckReport:
         return not self.problems and bool(self.entries)
 
 
-def rescale_by_dtype(image: np.ndarray, where: str = "image") -> np.ndarray:
-    """float32 image in [0, 1]: integer images divided by their dtype's range (uint16 / 65535, not by the
-    image's own maximum: a dim acquisition stays dim, as in the paper's code); floats must already be
-    in [0, 1]."""
-    if np.issubdtype(image.dtype, np.integer):
-        info = np.iinfo(image.dtype)
-        return ((image.astype(np.float64) - info.min) / (info.max - info.min)).astype(np.float32)
-    if np.issubdtype(image.dtype, np.floating):
-        if not np.isfinite(image).all():
-            raise DatasetError(f"{where}: float image contains NaN or infinite values")
-        low, high = float(image.min()), float(image.max())
-        if low < 0.0 or high > 1.0:
-            raise DatasetError(f"{where}: float image values span [{low:.4g}, {high:.4g}]; float images must "
-                               "already be scaled to [0, 1] (or save photon counts as uint16)")
-        return image.astype(np.float32)
-    if image.dtype == np.bool_:
-        return image.astype(np.float32)
-    raise DatasetError(f"{where}: unsupported pixel type {image.dtype}")
-
-
 def read_image(path: Path, size: int | None = IMAGE_SIZE) -> np.ndarray:
-    """One 2D image from a TIFF (a single page, or a stack of one); raises DatasetError naming the file."""
-    import tifffile
+    """One 2D image from a TIFF as float32 model input: read (and calibrated) by stedq.files, converted by
+    the pixel contract (stedq.pixels: counts / 65535), as `stedq score` and the server do. A dim
+    acquisition stays dim. Raises DatasetError naming the file."""
+    return _model_input(path, _read_frame(path, size))
 
+
+def _read_frame(path: Path, size: int | None) -> Frame:
     try:
-        image = tifffile.imread(path)
-    except Exception as exc:  # tifffile raises several types for corrupt files
-        raise DatasetError(f"{path}: cannot read TIFF ({type(exc).__name__}: {exc})") from exc
-    if image.ndim == 3 and image.shape[0] == 1:
-        image = image[0]
-    if image.ndim == 3:
-        if image.shape[-1] in (3, 4) and image.shape[0] != image.shape[-1]:
-            raise DatasetError(f"{path}: colour image {image.shape}; save the STED channel alone as a "
-                               "grayscale TIFF")
-        raise DatasetError(f"{path}: multi-page TIFF with {image.shape[0]} pages; save one image per file "
+        frames = read_frames(path)
+    except ReadError as exc:
+        raise DatasetError(f"{path}: cannot read TIFF ({exc.problem})") from None
+    if len(frames) != 1:
+        raise DatasetError(f"{path}: multi-page TIFF with {len(frames)} pages; save one image per file "
                            "(e.g. split the stack)")
-    if image.ndim != 2:
-        raise DatasetError(f"{path}: expected a 2D image, got shape {image.shape}")
-    if size is not None and image.shape != (size, size):
-        raise DatasetError(f"{path}: image is {image.shape[0]}x{image.shape[1]}, expected {size}x{size} "
+    shape = frames[0].image.shape
+    if size is not None and shape != (size, size):
+        raise DatasetError(f"{path}: image is {shape[0]}x{shape[1]}, expected {size}x{size} "
                            "(crop or resample it first)")
-    return image
+    return frames[0]
+
+
+def _model_input(path: Path, frame: Frame) -> np.ndarray:
+    try:
+        return to_model_input(frame.image, frame.intensity)
+    except InvalidInput as exc:
+        raise DatasetError(f"{path}: {str(exc).removeprefix('image: ')}") from None
 
 
 def _parse_label(text: str, where: str) -> float:
@@ -195,9 +183,10 @@ def check_labelled_folder(folder: str | Path, read_images: bool = True,
         good = []
         for entry in report.entries:
             try:
-                image = read_image(entry[0], size)
-                rescale_by_dtype(image, str(entry[0]))
-                report.dtypes[str(image.dtype)] = report.dtypes.get(str(image.dtype), 0) + 1
+                frame = _read_frame(entry[0], size)
+                _model_input(entry[0], frame)
+                dtype = str(frame.image.dtype)
+                report.dtypes[dtype] = report.dtypes.get(dtype, 0) + 1
                 good.append(entry)
             except DatasetError as exc:
                 report.problems.extend(exc.problems)
@@ -221,7 +210,7 @@ def load_labelled_folder(folder: str | Path, size: int | None = IMAGE_SIZE) -> L
     images, problems = [], list(report.problems)
     for path, _, _ in report.entries:
         try:
-            images.append(rescale_by_dtype(read_image(path, size), str(path)))
+            images.append(read_image(path, size))
         except DatasetError as exc:
             problems.extend(exc.problems)
     if problems:

@@ -57,3 +57,25 @@ test("batches are split under the message limit, in order", () => {
   assert.equal(splitBySize(images, 64 * 1024 * 1024).length, 1);
   assert.throws(() => splitBySize(images, 64 * 1024 + 1000), /image 0 \(200x200\) exceeds/);
 });
+
+test("pixel contract: ImageJ calibration, int16/uint32 .npy, float intensity", () => {
+  const { calibrate, imagejCalibration } = require("../pixels");
+  assert.deepEqual(imagejCalibration("ImageJ=1.52e\ncf=0\nc0=-32768.0\nc1=1.0\n", "f.tif"), { offset: -32768, slope: 1 });
+  assert.equal(imagejCalibration("ImageJ=1.52e\nunit=micron\n", "f.tif"), null);
+  assert.throws(() => imagejCalibration("ImageJ=1.52e\ncf=3\nc0=1\n", "f.tif"), /f.tif: ImageJ calibration function 3/);
+  const stored = Buffer.alloc(4);
+  stored.writeUInt16LE(32768, 0);
+  stored.writeUInt16LE(32800, 2);
+  const counts = calibrate({ data: stored, dtype: "uint16", height: 1, width: 2 }, -32768, 1);
+  assert.deepEqual([counts.dtype, counts.data.readUInt16LE(0), counts.data.readUInt16LE(2), counts.intensity],
+    ["uint16", 0, 32, "counts"]);
+  const int16 = Buffer.alloc(8);
+  int16.writeInt16LE(-3, 0);
+  assert.equal(readNpy(npy("<i2", [2, 2], int16), "s.npy")[0].dtype, "int16");
+  assert.equal(readNpy(npy("<u4", [1, 2], Buffer.alloc(8)), "u.npy")[0].dtype, "uint32");
+  const floats = Buffer.alloc(8);
+  floats.writeFloatLE(0.5, 0);
+  assert.equal(readNpy(npy("<f4", [1, 2], floats), "f.npy")[0].intensity, "model_scale");
+  floats.writeFloatLE(12, 4);
+  assert.equal(readNpy(npy("<f4", [1, 2], floats), "f.npy")[0].intensity, "counts");
+});
