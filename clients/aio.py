@@ -76,8 +76,8 @@ class AsyncQualityClient:
             await asyncio.sleep(delay)
 
     async def score_images(self, images, *, timeout: float | None = None,
-                     intensity=None) -> list[ImageResult]:
-        messages = to_messages(images, intensity)
+                     intensity=None, pixel_size_nm=None) -> list[ImageResult]:
+        messages = to_messages(images, intensity, pixel_size_nm)
         results: list[ImageResult] = []
         for _, chunk in split_by_size(messages, self.config.max_message_bytes):
             response = await self._call(self._stub.Score,

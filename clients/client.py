@@ -111,9 +111,9 @@ class QualityClient:
             time.sleep(delay)
 
     def score_images(self, images, *, timeout: float | None = None,
-                     intensity=None) -> list[ImageResult]:
+                     intensity=None, pixel_size_nm=None) -> list[ImageResult]:
         """Scores and (for images larger than the model input) quality maps, in input order."""
-        messages = to_messages(images, intensity)
+        messages = to_messages(images, intensity, pixel_size_nm)
         results: list[ImageResult] = []
         for _, chunk in split_by_size(messages, self.config.max_message_bytes):
             response = self._call(self._stub.Score, pb.ScoreRequest(images=chunk, client_id=self.client_id),

@@ -48,25 +48,33 @@ def as_image_list(images) -> list[np.ndarray]:
     return result
 
 
-def to_message(image: np.ndarray, index: int = 0, intensity: str | Intensity | None = None) -> pb.Image:
-    """`intensity` None: the dtype's default (integers are counts, float32 is on the model's scale)."""
+def to_message(image: np.ndarray, index: int = 0, intensity: str | Intensity | None = None,
+               pixel_size_nm: float | None = None) -> pb.Image:
+    """`intensity` None: the dtype's default (integers are counts, float32 is on the model's scale);
+    `pixel_size_nm` None: unknown."""
     array = to_wire_array(image, index)
     height, width = array.shape
     dtype = np.dtype(array.dtype.newbyteorder("="))
-    message = pb.Image(data=array.tobytes(), dtype=WIRE_DTYPES[dtype], height=height, width=width)
+    message = pb.Image(data=array.tobytes(), dtype=WIRE_DTYPES[dtype], height=height, width=width,
+                       pixel_size_nm=pixel_size_nm or 0.0)
     if intensity is not None:
         message.intensity = INTENSITIES[parse_intensity(intensity, dtype.name, field=f"image {index}")]
     return message
 
 
-def to_messages(images, intensity=None) -> list[pb.Image]:
-    """`as_image_list(images)` as messages; `intensity` (None, "counts", "model_scale") applies to every
-    image, or is a list with one per image."""
+def to_messages(images, intensity=None, pixel_size_nm=None) -> list[pb.Image]:
+    """`as_image_list(images)` as messages. `intensity` (None, "counts", "model_scale") and
+    `pixel_size_nm` (None or nm) apply to every image, or are lists with one per image."""
     images = as_image_list(images)
-    each = list(intensity) if isinstance(intensity, (list, tuple)) else [intensity] * len(images)
-    if len(each) != len(images):
-        raise ValueError(f"{len(each)} intensities for {len(images)} images")
-    return [to_message(image, i, kind) for i, (image, kind) in enumerate(zip(images, each, strict=True))]
+
+    def each(value, what: str) -> list:
+        values = list(value) if isinstance(value, (list, tuple)) else [value] * len(images)
+        if len(values) != len(images):
+            raise ValueError(f"{len(values)} {what} for {len(images)} images")
+        return values
+
+    return [to_message(image, i, kind, size) for i, (image, kind, size) in enumerate(
+        zip(images, each(intensity, "intensities"), each(pixel_size_nm, "pixel sizes"), strict=True))]
 
 
 def from_message(message: pb.Image) -> np.ndarray:

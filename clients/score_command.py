@@ -26,7 +26,7 @@ EXIT_SERVER = 3
 FATAL_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
                grpc.StatusCode.UNIMPLEMENTED)
-COLUMNS = ["file", "frame", "height", "width", "score", "tiles", "map_png", "error"]
+COLUMNS = ["file", "frame", "height", "width", "pixel_size_nm", "score", "tiles", "map_png", "error"]
 
 
 @dataclass
@@ -35,6 +35,7 @@ class Row:
     frame: str = ""
     height: int | None = None
     width: int | None = None
+    pixel_size_nm: float | None = None   # from the file's metadata, as the server echoed it
     score: float | None = None
     tiles: str = ""
     map_png: str = ""
@@ -50,6 +51,18 @@ def server_hint(error: QualityError, target: str) -> str:
     return f"the server at {target} failed: {error}"
 
 
+def smallest_size(info) -> int:
+    """The smallest height/width the server scores (older servers: the model input size)."""
+    return info.min_image_size or info.input_height or 1
+
+
+def size_problem(minimum: int, height: int, width: int) -> str:
+    """The refusal of a frame below `minimum`, in the server's words ("" when it can be scored)."""
+    if height >= minimum and width >= minimum:
+        return ""
+    return f"image is {height}x{width}, smaller than the minimum {minimum}x{minimum} the model can score"
+
+
 def map_filename(frame: Frame) -> str:
     stem = Path(frame.path).name
     label = re.sub(r"[^A-Za-z0-9=]+", "_", frame.frame).strip("_")
@@ -63,7 +76,8 @@ def score_frames(client: QualityClient, frames: list[Frame], batch_size: int, ma
     for start in range(0, len(frames), batch_size):
         batch = frames[start:start + batch_size]
         try:
-            results = client.score_images([f.image for f in batch], intensity=[f.intensity for f in batch])
+            results = client.score_images([f.image for f in batch], intensity=[f.intensity for f in batch],
+                                          pixel_size_nm=[f.pixel_size_nm for f in batch])
         except QualityError as exc:
             if exc.code in FATAL_CODES or len(batch) == 1:
                 if exc.code in FATAL_CODES:
@@ -74,7 +88,7 @@ def score_frames(client: QualityClient, frames: list[Frame], batch_size: int, ma
                 score_frames(client, [frame], 1, map_dir, rows)
             continue
         for frame, result in zip(batch, results, strict=True):
-            row = _row(frame, score=result.score)
+            row = _row(frame, score=result.score, pixel_size_nm=result.pixel_size_nm)
             if result.map is not None:
                 row.tiles = "{}x{}".format(*result.map.scores.shape)
                 if map_dir is not None:
@@ -140,7 +154,7 @@ def run(args) -> int:
                 print(f"stedq score: {row.file}: {row.error}", file=sys.stderr)
             print(f"stedq score: {server_hint(exc, settings.server)}", file=sys.stderr)
             return EXIT_SERVER
-        min_height, min_width = info.input_height or 1, info.input_width or 1
+        minimum = smallest_size(info)
         from tqdm import tqdm
 
         # Frames of consecutive files share requests (one file per request would leave the server's
@@ -160,11 +174,10 @@ def run(args) -> int:
                     rows.append(Row(file=exc.path, error=exc.problem))
                     continue
                 for frame in frames:
-                    height, width = frame.image.shape
-                    if height < min_height or width < min_width:
+                    problem = size_problem(minimum, *frame.image.shape)
+                    if problem:
                         flush()
-                        rows.append(_row(frame, error=f"image is {height}x{width}; the model needs at least "
-                                                      f"{min_height}x{min_width}"))
+                        rows.append(_row(frame, error=problem))
                         continue
                     pending.append(frame)
                     if len(pending) >= args.batch_size:

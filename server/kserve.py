@@ -75,7 +75,8 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=self._model_name, versions=[info.version], platform=PLATFORM,
-            inputs=[tensor(name=INPUT_NAME, datatype="FP32", shape=[-1, 1, info.input_height, info.input_width])],
+            # any height and width from MIN_IMAGE_SIZE up (smaller padded, larger tiled and averaged)
+            inputs=[tensor(name=INPUT_NAME, datatype="FP32", shape=[-1, 1, -1, -1])],
             outputs=[tensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, 1])])
 
     # --- inference
@@ -83,7 +84,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         info = self._scorer.model_info  # read before scoring, as stedq.v1 does (a reload may swap the model)
         await self._require_model(request.model_name, request.model_version, info.version, context)
         try:
-            decoded = decode_request(request, height=info.input_height, width=info.input_width)
+            decoded = decode_request(request)
         except InvalidInput as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         results = await score_or_abort(self._scorer, decoded.images, context)

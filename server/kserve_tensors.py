@@ -2,9 +2,9 @@
 
 A v2 client describes its input as a tensor: a datatype, a shape and the values, either typed
 (`contents.fp32_contents` / `contents.uint_contents`) or as little-endian bytes in the request's
-`raw_input_contents` (what tritonclient sends). Each 224x224 image of that tensor goes through the
-pixel contract (`stedq.pixels.to_model_input`), so the v2 path and stedq.v1 accept and reject exactly
-the same pixels. The input parameter `intensity` ("counts" or "model_scale") says what the values
+`raw_input_contents` (what tritonclient sends). Each image of that tensor (any height and width from
+64 px up; one score each, as stedq.v1 gives) goes through the pixel contract
+(`stedq.pixels.to_model_input`), so the v2 path and stedq.v1 accept and reject exactly the same pixels. The input parameter `intensity` ("counts" or "model_scale") says what the values
 mean; without it integers are photon counts and FP32 is on the model's scale.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stedq.kserve import grpc_service_pb2 as pb
-from stedq.pixels import InvalidInput, check_fits, to_model_input
+from stedq.pixels import InvalidInput, check_fits, check_image_size, to_model_input
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "score"
@@ -45,11 +45,11 @@ def _shape_text(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def _image_count(tensor: pb.ModelInferRequest.InferInputTensor, height: int, width: int) -> int:
-    """Number of images in a [N, 1, H, W] or [N, H, W] tensor of the model's image size."""
+def _image_shape(tensor: pb.ModelInferRequest.InferInputTensor) -> tuple[int, int, int]:
+    """(N, H, W) of a [N, 1, H, W] or [N, H, W] tensor of images from MIN_IMAGE_SIZE px up."""
     shape = list(tensor.shape)
     where = f"input '{tensor.name}'"
-    expected = f"[N, 1, {height}, {width}] or [N, {height}, {width}]"
+    expected = "[N, 1, H, W] or [N, H, W]"
     if len(shape) == 4 and shape[1] == 1:
         n, h, w = shape[0], shape[2], shape[3]
     elif len(shape) == 3:
@@ -61,11 +61,8 @@ def _image_count(tensor: pb.ModelInferRequest.InferInputTensor, height: int, wid
                            f"sizes (N is the number of images sent)")
     if n == 0:
         raise InvalidInput(f"{where}: empty batch (shape {_shape_text(shape)} has N = 0 images)")
-    if (h, w) != (height, width):
-        raise InvalidInput(
-            f"{where}: shape {_shape_text(shape)} is not {expected}; images must be {height}x{width} "
-            f"here (stedq.v1.QualityService/Score scores larger images as quality maps)")
-    return n
+    check_image_size(h, w, field=f"{where}: shape {_shape_text(shape)}")
+    return n, h, w
 
 
 def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor, count: int) -> np.ndarray:
@@ -149,7 +146,7 @@ def _requested_outputs(request: pb.ModelInferRequest) -> list[str]:
     return list(dict.fromkeys(output.name for output in request.outputs)) or [OUTPUT_NAME]
 
 
-def decode_request(request: pb.ModelInferRequest, *, height: int, width: int) -> DecodedRequest:
+def decode_request(request: pb.ModelInferRequest) -> DecodedRequest:
     """Images of a ModelInferRequest, or InvalidInput naming the input and what is wrong with it."""
     if len(request.inputs) != 1:
         got = ", ".join(f"'{t.name}'" for t in request.inputs) or "none"
@@ -162,7 +159,7 @@ def decode_request(request: pb.ModelInferRequest, *, height: int, width: int) ->
                            f"(use {', '.join(DATATYPES)})")
     _refuse_unsupported(f"input '{tensor.name}'", tensor.parameters)
     outputs = _requested_outputs(request)
-    n = _image_count(tensor, height, width)
+    n, height, width = _image_shape(tensor)
     count = n * height * width
     raw = len(request.raw_input_contents) > 0
     if raw:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from stedq.engine import Engine, EngineError, EngineInfo
-from stedq.pixels import InvalidInput, demo_image
+from stedq.pixels import InvalidInput, check_image_size, demo_image
 from stedq.server.batching import DynamicBatcher
 from stedq.server.metrics import Metrics
 from stedq.settings import Settings
@@ -167,9 +167,9 @@ class Scorer:
         tiles: list[np.ndarray] = []
         layouts: list[tuple[int, int] | None] = []   # (rows, cols) of a quality map, None for one tile
         for index, image in enumerate(images):
-            if image.ndim != 2 or image.shape[0] < tile_h or image.shape[1] < tile_w:
-                raise InvalidInput(f"images[{index}]: image is {'x'.join(map(str, image.shape))}, smaller than "
-                                   f"the model input {tile_h}x{tile_w}")
+            if image.ndim != 2:
+                raise InvalidInput(f"images[{index}]: expected an H×W image, got shape {image.shape}")
+            check_image_size(*image.shape, field=f"images[{index}]")
             image_tiles, layout = cut_tiles(image, tile_h, tile_w, stride)
             tiles.extend(image_tiles)
             layouts.append(layout)

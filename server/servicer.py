@@ -8,7 +8,7 @@ import contextlib
 import grpc
 import numpy as np
 
-from stedq.pixels import InvalidInput, decode_image
+from stedq.pixels import MIN_IMAGE_SIZE, InvalidInput, decode_image
 from stedq.server.scoring import ImageScore, Scorer
 from stedq.server.status import SCORING_ERRORS, deadline_of, score_or_abort, status_for
 from stedq.v1 import quality_pb2 as pb
@@ -35,12 +35,14 @@ async def decode_images_async(images, field: str = "images") -> list[np.ndarray]
     return await asyncio.get_running_loop().run_in_executor(None, decode_images, images, field)
 
 
-def to_proto(result: ImageScore) -> pb.ImageScore:
-    if result.map is None:
-        return pb.ImageScore(score=result.score)
-    tiles = result.map
-    return pb.ImageScore(score=result.score, map=pb.QualityMap(
-        rows=tiles.rows, cols=tiles.cols, tile_size=tiles.tile_size, stride=tiles.stride, scores=tiles.scores))
+def to_proto(result: ImageScore, image: pb.Image) -> pb.ImageScore:
+    """One result, echoing what the request said of its image (pixel size)."""
+    message = pb.ImageScore(score=result.score, pixel_size_nm=image.pixel_size_nm)
+    if result.map is not None:
+        tiles = result.map
+        message.map.CopyFrom(pb.QualityMap(rows=tiles.rows, cols=tiles.cols, tile_size=tiles.tile_size,
+                                           stride=tiles.stride, scores=tiles.scores))
+    return message
 
 
 class QualityServicer(pb_grpc.QualityServiceServicer):
@@ -54,7 +56,8 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         version = self.scorer.model_info.version
         results = await score_or_abort(self.scorer, images, context)
-        return pb.ScoreResponse(results=[to_proto(r) for r in results], client_id=request.client_id,
+        return pb.ScoreResponse(results=[to_proto(r, i) for r, i in zip(results, request.images, strict=True)],
+                                client_id=request.client_id,
                                 model_version=version)
 
     async def ScoreStream(self, request_iterator, context: grpc.aio.ServicerContext):
@@ -96,7 +99,7 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
             return pb.ScoreStreamResponse(request_id=request.request_id, model_version=version,
                                           error=pb.Error(code=code.value[0], message=str(exc)))
         return pb.ScoreStreamResponse(request_id=request.request_id, model_version=version,
-                                      results=[to_proto(r) for r in results])
+                                      results=[to_proto(r, i) for r, i in zip(results, request.images, strict=True)])
 
     async def GetModelInfo(self, request, context) -> pb.ModelInfo:
         info = self.scorer.model_info
@@ -105,4 +108,5 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
             input_width=info.input_width, normalization_mean=info.normalization_mean,
             normalization_std=info.normalization_std, providers=info.providers,
             max_batch_size=info.max_batch_size, tile_stride=info.tile_stride, variant=info.variant,
+            min_image_size=MIN_IMAGE_SIZE,
             metadata=info.metadata, device=info.device)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ class Frame:
     frame: str          # "" for a single image; "Z=3", "T=0,C=1", "2" within a stack
     image: np.ndarray   # H×W of a wire dtype (stedq.pixels.WIRE_DTYPES)
     intensity: Intensity = Intensity.COUNTS   # what the values mean
+    pixel_size_nm: float | None = None        # from ImageJ or OME-TIFF metadata; None when the file says nothing
 
     @property
     def name(self) -> str:
@@ -114,6 +115,31 @@ def _frame(path: Path, label: str, array: np.ndarray, calibration: tuple[float, 
         raise ReadError(path, str(exc).removeprefix("image 0: ")) from None
 
 
+NM_PER_UNIT = {"nm": 1.0, "nanometer": 1.0, "um": 1e3, "µm": 1e3, "\u03bcm": 1e3, "micron": 1e3,
+               "micrometer": 1e3, "mm": 1e6, "millimeter": 1e6}
+
+
+def _pixel_size_nm(tif) -> float | None:
+    """The x pixel size an ImageJ (XResolution + unit) or OME-TIFF (PhysicalSizeX) file states."""
+    if tif.is_ome and tif.ome_metadata:
+        import re
+
+        pixels = re.search(r"<Pixels\b[^>]*>", tif.ome_metadata)
+        size = pixels and re.search(r'PhysicalSizeX="([^"]+)"', pixels.group(0))
+        unit = pixels and re.search(r'PhysicalSizeXUnit="([^"]+)"', pixels.group(0))
+        if size:
+            factor = NM_PER_UNIT.get(unit.group(1) if unit else "µm")
+            return float(size.group(1)) * factor if factor else None
+    metadata = tif.imagej_metadata or {}
+    unit = NM_PER_UNIT.get(str(metadata.get("unit", "")).strip().lower())
+    resolution = tif.pages[0].tags.get("XResolution")
+    if unit and resolution:
+        numerator, denominator = resolution.value
+        if numerator > 0 and denominator > 0:
+            return unit * denominator / numerator
+    return None
+
+
 def _imagej_calibration(path: Path, tif) -> tuple[float, float] | None:
     """(c0, c1) of an ImageJ straight-line calibration, None when the file has none."""
     metadata = tif.imagej_metadata or {}
@@ -172,6 +198,7 @@ def _read_tiff(path: Path) -> list[Frame]:
         if not tif.series:
             raise ReadError(path, "TIFF file has no images")
         calibration = _imagej_calibration(path, tif)
+        pixel_size = _pixel_size_nm(tif)
         for number, series in enumerate(tif.series):
             array, axes = series.asarray(), series.axes
             if "S" in axes:  # samples per pixel (RGB, interleaved or planar): one grey channel
@@ -184,5 +211,6 @@ def _read_tiff(path: Path) -> list[Frame]:
             lead = axes[:-2]
             for index, frame in zip(np.ndindex(*array.shape[:-2]), stack, strict=True):
                 label = ",".join(f"{GENERIC_AXES.get(axis, axis)}={i}" for axis, i in zip(lead, index, strict=True))
-                frames.append(_frame(path, (prefix + label).rstrip(","), frame, calibration))
+                frames.append(replace(_frame(path, (prefix + label).rstrip(","), frame, calibration),
+                                      pixel_size_nm=pixel_size))
     return frames

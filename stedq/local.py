@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from stedq.engine import Engine
-from stedq.pixels import Intensity, InvalidInput, to_model_input
+from stedq.pixels import Intensity, check_image_size, to_model_input
 from stedq.settings import Settings
 from stedq.tiling import cut_tiles
 
@@ -40,10 +40,7 @@ class LocalScorer:
         """One image (`intensity` None: the dtype's default); InvalidInput (the server's message) when it
         cannot be scored."""
         info = self.engine.info
-        height, width = pixels.shape
-        if height < info.input_height or width < info.input_width:
-            raise InvalidInput(f"image is {height}x{width}, smaller than the model input "
-                               f"{info.input_height}x{info.input_width}")
+        check_image_size(*pixels.shape, field="image")
         image = to_model_input(pixels, intensity, field="image")
         tiles, layout = cut_tiles(image, info.input_height, info.input_width, self.tile_stride)
         batch = np.stack(tiles)[:, None]

@@ -21,6 +21,7 @@ import enum
 import numpy as np
 
 MODEL_INPUT_SIZE = 224
+MIN_IMAGE_SIZE = 64   # smaller images are refused; smaller than the model input are padded (stedq.tiling)
 MODEL_COUNTS_PER_UNIT = 65535.0
 
 # wire dtype name -> little-endian numpy dtype
@@ -133,17 +134,21 @@ def check_fits(values: np.ndarray, dtype: str, *, field: str) -> np.ndarray:
     return values.astype(wire.newbyteorder("="), copy=False)
 
 
+def check_image_size(height: int, width: int, *, field: str, minimum: int = MIN_IMAGE_SIZE) -> None:
+    """InvalidInput naming `field` for an image too small to score (or of no size at all)."""
+    if height <= 0 or width <= 0:
+        raise InvalidInput(f"{field}: height and width must be positive (got {height}x{width})")
+    if height < minimum or width < minimum:
+        raise InvalidInput(f"{field}: image is {height}x{width}, smaller than the minimum {minimum}x{minimum} "
+                           f"the model can score (images from {minimum}x{minimum} up are accepted)")
+
+
 def decode_image(data: bytes, dtype: str | int, height: int, width: int, *, field: str,
-                 intensity: str | int | Intensity | None = None, min_height: int = MODEL_INPUT_SIZE,
-                 min_width: int = MODEL_INPUT_SIZE) -> np.ndarray:
+                 intensity: str | int | Intensity | None = None, min_size: int = MIN_IMAGE_SIZE) -> np.ndarray:
     """Raw little-endian bytes from the wire -> float32 (height, width) model input; InvalidInput names `field`."""
     name = parse_dtype(dtype, field=field)
     height, width = int(height), int(width)
-    if height <= 0 or width <= 0:
-        raise InvalidInput(f"{field}: height and width must be positive (got {height}x{width})")
-    if height < min_height or width < min_width:
-        raise InvalidInput(f"{field}: image is {height}x{width}, smaller than the model input "
-                           f"{min_height}x{min_width} (larger images are tiled; smaller ones cannot be scored)")
+    check_image_size(height, width, field=field, minimum=min_size)
     wire = WIRE_DTYPES[name]
     expected = height * width * wire.itemsize
     if len(data) != expected:

@@ -90,7 +90,7 @@ def main() -> None:
         "unknown_model_metadata": status_of(lambda: client.get_model_metadata("no-such-model")),
         "model_config": status_of(lambda: client.get_model_config(model)),  # Triton-only RPC
         "wrong_byte_length": status_of(infer(fp32[:, :, :100], shape=fp32.shape)),
-        "wrong_shape": status_of(infer(fp32[:, :, :100, :100])),
+        "wrong_shape": status_of(infer(fp32[:, :, :63, :100])),
         "out_of_range": status_of(infer(fp32 + 1.0)),  # above 1 whatever the brightness
         "bad_datatype": status_of(infer(fp32.astype(np.float64), datatype="FP64")),
         "unknown_output": status_of(lambda: client.infer(

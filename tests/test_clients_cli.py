@@ -42,7 +42,7 @@ def folder(tmp_path_factory, images):
     np.save(root / "pair.npy", counts[4:6])
     tifffile.imwrite(root / "field.tif", large)
     (root / "broken.tif").write_bytes(b"this is not a TIFF")
-    np.save(root / "tiny.npy", np.zeros((64, 64), np.uint16))
+    np.save(root / "tiny.npy", np.zeros((63, 63), np.uint16))
     return root
 
 
@@ -59,7 +59,7 @@ def test_score_files_of_each_format_with_outputs_and_maps(server, folder, images
                    "--json", str(tmp_path / "s.json"), "--map", str(tmp_path / "maps"))
     assert result.returncode == 1, result.stderr            # two inputs are bad, the others are scored
     assert "broken.tif: cannot read it as TIF" in result.stderr
-    assert "tiny.npy: image is 64x64; the model needs at least 224x224" in result.stderr
+    assert "tiny.npy: image is 63x63, smaller than the minimum 64x64" in result.stderr
     assert "2 of 9 inputs could not be scored" in result.stderr
 
     rows = list(csv.DictReader(open(tmp_path / "s.csv")))
@@ -144,7 +144,7 @@ def test_node_client_errors_and_unreachable_server(server, folder):
     bad = subprocess.run([node, "score.js", str(folder / "tiny.npy"), str(folder / "single.png"),
                           "--server", server.address], cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1
-    assert "tiny.npy: INVALID_ARGUMENT" in bad.stderr and "64x64" in bad.stderr
+    assert "tiny.npy: INVALID_ARGUMENT" in bad.stderr and "smaller than the minimum 64x64" in bad.stderr
     assert "single.png: not a .npy or .tif file" in bad.stderr
     down = subprocess.run([node, "score.js", str(folder / "pair.npy"), "--server", f"127.0.0.1:{free_port()}",
                            "--timeout-s", "3"], cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
@@ -155,7 +155,7 @@ def test_node_readers_unit_tests():
     node = node_client()
     result = subprocess.run([node, "--test", "test/"], cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "# fail 0" in result.stdout and "# pass 6" in result.stdout
+    assert "# fail 0" in result.stdout and "# pass 7" in result.stdout
 
 
 def test_node_client_reads_tiff_layouts_like_tifffile(server, tmp_path):

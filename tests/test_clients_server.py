@@ -97,9 +97,9 @@ def test_model_info_and_health(client, bundle):
 
 def test_server_errors_carry_code_and_message(client):
     with pytest.raises(QualityError) as info:
-        client.score(np.zeros((100, 100), np.uint16))
+        client.score(np.zeros((60, 100), np.uint16))
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "100x100" in info.value.details and "224x224" in info.value.details
+    assert "60x100" in info.value.details and "64x64" in info.value.details
     assert str(info.value).startswith("INVALID_ARGUMENT")
 
 

@@ -22,7 +22,7 @@ from stedq.tiling import tile_origins
 def test_integer_pixels_are_photon_counts_whatever_the_dtype(dtype):
     counts = np.array([[0, 7], [120, 255]])
     pixels = counts.astype(np.dtype(dtype).newbyteorder("<"))
-    image = decode_image(pixels.tobytes(), dtype, 2, 2, field="img", min_height=2, min_width=2)
+    image = decode_image(pixels.tobytes(), dtype, 2, 2, field="img", min_size=2)
     assert image.dtype == np.float32
     np.testing.assert_array_equal(image, (counts / np.float32(MODEL_COUNTS_PER_UNIT)).astype(np.float32))
     assert MODEL_COUNTS_PER_UNIT == 65535.0   # what the model was trained on: uint16 counts / 65535
@@ -30,8 +30,7 @@ def test_integer_pixels_are_photon_counts_whatever_the_dtype(dtype):
 
 def test_float32_counts_when_told_and_negative_counts_read_as_zero():
     counts = np.array([[0.0, 7.0], [120.0, 1000.5]], "<f4")
-    image = decode_image(counts.tobytes(), "float32", 2, 2, field="img", intensity="counts", min_height=2,
-                         min_width=2)
+    image = decode_image(counts.tobytes(), "float32", 2, 2, field="img", intensity="counts", min_size=2)
     np.testing.assert_allclose(image, counts / 65535.0, rtol=1e-6)
     negative = np.array([[-5, 3]], np.int16)
     np.testing.assert_array_equal(to_model_input(negative), np.array([[0, 3 / 65535]], np.float32))
@@ -64,7 +63,7 @@ def test_float32_is_taken_as_is_and_little_endian():
     ("int16", 224, 224, b"\0" * 10, "needs 100352 (224*224*2)"),
     (9, 224, 224, b"", "images[3]: unknown dtype 9"),
     (0, 224, 224, b"", "images[3]: dtype is not set"),
-    ("uint8", 100, 300, b"\0" * 30000, "images[3]: image is 100x300, smaller than the model input 224x224"),
+    ("uint8", 63, 300, b"\0" * 18900, "images[3]: image is 63x300, smaller than the minimum 64x64"),
     ("uint8", 0, 224, b"", "images[3]: height and width must be positive (got 0x224)"),
 ])
 def test_bad_images_name_the_field_and_the_problem(dtype, height, width, data, expected):

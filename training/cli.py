@@ -79,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "  stedq evaluate runs/default --unseen data/synth/tubulin\n"
                "  stedq evaluate --real validation/real-dev                  # the bundled model, in-process\n"
                "  stedq evaluate --real validation/real-dev --server localhost:50051  # a running server\n"
-               "  stedq evaluate --real validation/real-dev --model runs/new/bundle --out real-new",
+               "  stedq evaluate --real validation/real-dev --model runs/new/bundle --out real-new\n"
+               "  stedq evaluate --crops data/crops-eval/actin --out docs/small-images",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("run", type=Path, nargs="?",
                           help="training run folder (its best.pt) or a checkpoint file (not with --real)")
@@ -112,6 +113,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="model bundle or .onnx scored in-process (default: the bundled model)")
     real.add_argument("--variant", choices=["fp32", "int8", "fp16"], default="fp32",
                       help="bundle variant scored in-process (default: fp32)")
+    real.add_argument("--crops", type=Path, metavar="DATA",
+                      help="labelled synthetic folder: Spearman of centre crops (64-223 px) against the full "
+                           "image, in-process (the small-image figure); writes OUT/crops.{json,png}")
     from stedq.clients.cli import add_client_arguments  # grpc only, no server
 
     add_client_arguments(real)  # --server HOST:PORT scores through that server instead of in-process
@@ -184,12 +188,17 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.crops is not None:
+        from stedq.training.real_cli import evaluate_crops
+
+        return evaluate_crops(args)
     if args.real is not None:
         from stedq.training.real_cli import evaluate_real
 
         return evaluate_real(args)
     if args.run is None:
-        raise SystemExit("stedq evaluate: give a training run folder (RUN), or --real DIR for real images")
+        raise SystemExit("stedq evaluate: give a training run folder (RUN), --real DIR for real images or "
+                         "--crops DATA for small images")
     from stedq.training.checkpoint import CheckpointError, load_checkpoint
     from stedq.training.evaluate import EvalOptions, EvaluationError, evaluate
     from stedq.training.userstudy import RecordsError

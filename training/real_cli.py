@@ -38,7 +38,7 @@ def local_backend(args: argparse.Namespace) -> tuple[ScoreFn, dict, str]:
 def server_backend(args: argparse.Namespace):
     from stedq.clients.client import QualityClient
     from stedq.clients.errors import QualityError
-    from stedq.clients.score_command import FATAL_CODES, server_hint
+    from stedq.clients.score_command import FATAL_CODES, server_hint, size_problem, smallest_size
     from stedq.settings import settings_from_args
 
     settings = settings_from_args(args)
@@ -48,12 +48,12 @@ def server_backend(args: argparse.Namespace):
     except QualityError as exc:
         client.close()
         raise SystemExit(f"stedq evaluate --real: {server_hint(exc, settings.server)}") from None
-    min_height, min_width = info.input_height or 1, info.input_width or 1
+    minimum = smallest_size(info)
 
     def score(image, intensity) -> float:
-        height, width = image.shape
-        if height < min_height or width < min_width:  # as `stedq score` refuses it
-            raise ValueError(f"image is {height}x{width}; the model needs at least {min_height}x{min_width}")
+        problem = size_problem(minimum, *image.shape)  # as `stedq score` refuses it
+        if problem:
+            raise ValueError(problem)
         try:
             return client.score_images([image], intensity=[intensity])[0].score
         except QualityError as exc:
@@ -98,4 +98,23 @@ def evaluate_real(args: argparse.Namespace) -> int:
     print(json.dumps({"model": model, "checks_passed": f"{summary['passed']}/{summary['run']}",
                       "checks": {c["id"]: c["passed"] for c in figures["checks"] if c["run"]},
                       "refused": summary["refused"], "report": str(report)}, indent=2))
+    return 0
+
+
+def evaluate_crops(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from stedq.training.crops import SIZES, crop_curve, write_curve
+    from stedq.training.data import DatasetError, load_labelled_folder
+
+    try:
+        dataset = load_labelled_folder(args.crops)
+    except DatasetError as exc:
+        raise SystemExit(f"stedq evaluate --crops: {exc}") from None
+    score, model, _ = local_backend(args)
+    with tqdm(total=len(SIZES) + 1, desc="crop sizes", disable=None, file=sys.stderr) as bar:
+        curve = crop_curve(dataset.images, lambda image: score(image, "model_scale"), progress=bar.update)
+    out = args.out or Path(f"crops-{model['name']}-{model['version']}")
+    figures = write_curve(curve, out, {"model": model, "data": str(args.crops), "images": len(dataset.images)})
+    print(json.dumps({k: figures[k] for k in ("spearman_by_crop_size", "targets")}, indent=2))
     return 0
