@@ -1,12 +1,15 @@
 """`stedq score PATH...`: score image files against a running server; table, CSV, JSON, map overlays.
 
 Exit status: 0 all scored; 1 some inputs could not be read or were rejected (the others are scored and
-reported); 3 the server could not be reached or refused the client (nothing more can be scored).
+reported); 3 the server could not be reached, did not answer in time or refused the client (nothing
+more can be scored). The CSV/JSON are written (atomically) in every case, with what was scored.
+Images over one request's limits are scored in bands of tile rows (stedq.clients.large).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import sys
@@ -15,8 +18,10 @@ from pathlib import Path
 
 import grpc
 
+from stedq.bundle import write_atomic
 from stedq.clients.client import QualityClient
 from stedq.clients.errors import QualityError
+from stedq.clients.large import Limits, needs_bands, score_in_bands
 from stedq.files import Frame, ReadError, expand_paths, read_frames
 from stedq.settings import settings_from_args
 
@@ -26,7 +31,8 @@ EXIT_SERVER = 3
 FATAL_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
                grpc.StatusCode.UNIMPLEMENTED)
-COLUMNS = ["file", "frame", "height", "width", "pixel_size_nm", "score", "tiles", "map_png", "error"]
+COLUMNS = ["file", "frame", "height", "width", "pixel_size_nm", "score", "tiles", "tile_scores", "model_version",
+           "map_png", "error"]
 
 
 @dataclass
@@ -37,14 +43,20 @@ class Row:
     width: int | None = None
     pixel_size_nm: float | None = None   # from the file's metadata, as the server echoed it
     score: float | None = None
-    tiles: str = ""
+    tiles: str = ""                      # "ROWSxCOLS" of the quality map
+    tile_scores: list[list[float]] | None = None   # the quality map, row-major rows
+    model_version: str = ""
     map_png: str = ""
     error: str = ""
 
 
-def server_hint(error: QualityError, target: str) -> str:
-    if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return (f"cannot reach the stedq server at {target} ({error.code.name}: {error.details}). "
+def server_hint(error: QualityError, target: str, timeout_s: float | None = None) -> str:
+    if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        limit = f"{timeout_s:g} s" if timeout_s else "its deadline"
+        return (f"the stedq server at {target} did not answer within {limit} (DEADLINE_EXCEEDED); raise the "
+                "deadline with --timeout-s SECONDS or STEDQ_TIMEOUT_S")
+    if error.code == grpc.StatusCode.UNAVAILABLE:
+        return (f"cannot reach the stedq server at {target} (UNAVAILABLE: {error.details}). "
                 "Is `stedq serve` running there? Choose another with --server HOST:PORT or STEDQ_SERVER.")
     if error.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return f"the server at {target} refused the client ({error}); check --token / STEDQ_TOKEN"
@@ -78,31 +90,53 @@ def score_frames(client: QualityClient, frames: list[Frame], batch_size: int, ma
         try:
             results = client.score_images([f.image for f in batch], intensity=[f.intensity for f in batch],
                                           pixel_size_nm=[f.pixel_size_nm for f in batch])
-        except QualityError as exc:
-            if exc.code in FATAL_CODES or len(batch) == 1:
-                if exc.code in FATAL_CODES:
-                    raise
-                rows.append(_row(batch[0], error=f"{exc.code.name}: {exc.details}"))
+        except (QualityError, ValueError, TypeError) as exc:
+            if isinstance(exc, QualityError) and exc.code in FATAL_CODES:
+                raise
+            if len(batch) == 1:
+                message = f"{exc.code.name}: {exc.details}" if isinstance(exc, QualityError) else str(exc)
+                rows.append(_row(batch[0], error=message.removeprefix("image 0: ")))
                 continue
             for frame in batch:
                 score_frames(client, [frame], 1, map_dir, rows)
             continue
         for frame, result in zip(batch, results, strict=True):
-            row = _row(frame, score=result.score, pixel_size_nm=result.pixel_size_nm)
-            if result.map is not None:
-                row.tiles = "{}x{}".format(*result.map.scores.shape)
-                if map_dir is not None:
-                    from stedq.clients.overlay import save_overlay
+            rows.append(result_row(frame, result, client.model_version, map_dir, rows))
 
-                    taken = {r.map_png for r in rows}
-                    png, copy = map_dir / map_filename(frame), 1
-                    while str(png) in taken:  # same file name in another folder: keep both maps
-                        copy += 1
-                        png = map_dir / map_filename(frame).replace(".map.png", f"-{copy}.map.png")
-                    png = save_overlay(png, frame.image, result.map,
-                                       f"{frame.name}: mean score {result.score:.3f}")
-                    row.map_png = str(png)
-            rows.append(row)
+
+def score_large(client: QualityClient, frame: Frame, limits: Limits, map_dir: Path | None,
+                rows: list[Row]) -> None:
+    """One frame over a request's limits, in bands; its row (or error row) appended."""
+    try:
+        result = score_in_bands(client, frame.image, limits, intensity=frame.intensity,
+                                pixel_size_nm=frame.pixel_size_nm)
+    except QualityError as exc:
+        if exc.code in FATAL_CODES:
+            raise
+        rows.append(_row(frame, error=f"{exc.code.name}: {exc.details}"))
+        return
+    except (ValueError, TypeError) as exc:
+        rows.append(_row(frame, error=str(exc).removeprefix("image 0: ")))
+        return
+    rows.append(result_row(frame, result, client.model_version, map_dir, rows))
+
+
+def result_row(frame: Frame, result, model_version: str, map_dir: Path | None, rows: list[Row]) -> Row:
+    row = _row(frame, score=result.score, pixel_size_nm=result.pixel_size_nm, model_version=model_version)
+    if result.map is not None:
+        row.tiles = "{}x{}".format(*result.map.scores.shape)
+        row.tile_scores = [[round(float(v), 6) for v in line] for line in result.map.scores]
+        if map_dir is not None:
+            from stedq.clients.overlay import save_overlay
+
+            taken = {r.map_png for r in rows}
+            png, copy = map_dir / map_filename(frame), 1
+            while str(png) in taken:  # same file name in another folder: keep both maps
+                copy += 1
+                png = map_dir / map_filename(frame).replace(".map.png", f"-{copy}.map.png")
+            png = save_overlay(png, frame.image, result.map, f"{frame.name}: mean score {result.score:.3f}")
+            row.map_png = str(png)
+    return row
 
 
 def _row(frame: Frame, **fields) -> Row:
@@ -121,23 +155,27 @@ def print_table(rows: list[Row], out) -> None:
 
 
 def write_csv(path: str, rows: list[Row]) -> None:
-    handle = sys.stdout if path == "-" else open(path, "w", newline="")
-    try:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in asdict(row).items()})
-    finally:
-        if handle is not sys.stdout:
-            handle.close()
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        values = asdict(row)
+        values["tile_scores"] = json.dumps(row.tile_scores) if row.tile_scores is not None else ""
+        writer.writerow({k: ("" if v is None else v) for k, v in values.items()})
+    _write(path, buffer.getvalue())
 
 
-def write_json(path: str, rows: list[Row], target: str, model: dict) -> None:
+def write_json(path: str, rows: list[Row], target: str, model: dict | None) -> None:
     text = json.dumps({"server": target, "model": model, "results": [asdict(r) for r in rows]}, indent=2)
+    _write(path, text + "\n")
+
+
+def _write(path: str, text: str) -> None:
+    """stdout for '-', else the whole file at once (a reader never sees half a report)."""
     if path == "-":
-        print(text)
+        sys.stdout.write(text)
     else:
-        Path(path).write_text(text + "\n")
+        write_atomic(Path(path), text.encode())
 
 
 def run(args) -> int:
@@ -150,11 +188,11 @@ def run(args) -> int:
         try:
             info = client.model_info()
         except QualityError as exc:
-            for row in rows:
-                print(f"stedq score: {row.file}: {row.error}", file=sys.stderr)
-            print(f"stedq score: {server_hint(exc, settings.server)}", file=sys.stderr)
+            print(f"stedq score: {server_hint(exc, settings.server, settings.timeout_s)}", file=sys.stderr)
+            _report(rows, args, settings.server, None)
             return EXIT_SERVER
         minimum = smallest_size(info)
+        limits = Limits.of(client, info)
         from tqdm import tqdm
 
         # Frames of consecutive files share requests (one file per request would leave the server's
@@ -175,16 +213,19 @@ def run(args) -> int:
                     continue
                 for frame in frames:
                     problem = size_problem(minimum, *frame.image.shape)
-                    if problem:
+                    if problem or needs_bands(frame.image.shape, frame.image.itemsize, limits):
                         flush()
-                        rows.append(_row(frame, error=problem))
+                        if problem:
+                            rows.append(_row(frame, error=problem))
+                        else:
+                            score_large(client, frame, limits, map_dir, rows)
                         continue
                     pending.append(frame)
                     if len(pending) >= args.batch_size:
                         flush()
             flush()
         except QualityError as exc:
-            print(f"stedq score: {server_hint(exc, settings.server)}", file=sys.stderr)
+            print(f"stedq score: {server_hint(exc, settings.server, settings.timeout_s)}", file=sys.stderr)
             _report(rows, args, settings.server, info)
             return EXIT_SERVER
     finally:
@@ -194,7 +235,7 @@ def run(args) -> int:
 
 def _report(rows: list[Row], args, target: str, info) -> int:
     """Table/CSV/JSON of everything scored so far; problems on stderr; the exit status."""
-    model = {"name": info.name, "version": info.version, "variant": info.variant}
+    model = {"name": info.name, "version": info.version, "variant": info.variant} if info is not None else None
     if args.csv:
         write_csv(args.csv, rows)
     if args.json:

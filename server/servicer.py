@@ -108,5 +108,5 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
             input_width=info.input_width, normalization_mean=info.normalization_mean,
             normalization_std=info.normalization_std, providers=info.providers,
             max_batch_size=info.max_batch_size, tile_stride=info.tile_stride, variant=info.variant,
-            min_image_size=MIN_IMAGE_SIZE,
+            min_image_size=MIN_IMAGE_SIZE, max_request_inputs=self.scorer.settings.max_queue_size,
             metadata=info.metadata, device=info.device)

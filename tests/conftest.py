@@ -26,3 +26,13 @@ def require_tool(name: str) -> str:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shipped_server():
+    """A real server on 127.0.0.1 with the bundled default model (tests that compare clients and files)."""
+    import stedq
+    from tests.server_support import ThreadedServer, server_settings
+
+    with ThreadedServer(server_settings(stedq.DEFAULT_MODEL_DIR)) as running:
+        yield running

@@ -11,22 +11,19 @@ import grpc
 import numpy as np
 import pytest
 
-import stedq
 from stedq.clients import QualityClient
 from stedq.kserve import grpc_service_pb2 as v2
 from stedq.kserve import grpc_service_pb2_grpc as v2_grpc
 from tests.conftest import REPO_ROOT
 from tests.pixel_table import table_counts, write_table
-from tests.server_support import ThreadedServer, server_settings
 from tests.test_clients_cli import NODE_DIR, node_client
 
 SAME = 1e-6
 
 
 @pytest.fixture(scope="module")
-def server():
-    with ThreadedServer(server_settings(stedq.DEFAULT_MODEL_DIR)) as running:
-        yield running
+def server(shipped_server):
+    return shipped_server
 
 
 @pytest.fixture(scope="module")

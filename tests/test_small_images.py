@@ -9,21 +9,18 @@ import grpc
 import numpy as np
 import pytest
 
-import stedq
 from stedq.clients import QualityClient
 from stedq.files import read_frames
 from stedq.kserve import grpc_service_pb2 as v2
 from stedq.kserve import grpc_service_pb2_grpc as v2_grpc
 from tests.conftest import REPO_ROOT
-from tests.server_support import ThreadedServer, server_settings
 
 CROPS = sorted((REPO_ROOT / "validation" / "real-dev" / "degraded").glob("*__crop*.tif"))
 
 
 @pytest.fixture(scope="module")
-def server():
-    with ThreadedServer(server_settings(stedq.DEFAULT_MODEL_DIR)) as running:
-        yield running
+def server(shipped_server):
+    return shipped_server
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import pytest
 
 import stedq
 from tests.conftest import REPO_ROOT
-from tests.server_support import ThreadedServer, server_settings
 
 REAL_DEV = REPO_ROOT / "validation" / "real-dev"
 
@@ -21,9 +20,8 @@ def stedq_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def server():
-    with ThreadedServer(server_settings(stedq.DEFAULT_MODEL_DIR)) as running:
-        yield running
+def server(shipped_server):
+    return shipped_server
 
 
 @pytest.fixture(scope="module")
