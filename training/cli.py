@@ -27,6 +27,8 @@ TRAIN_HELP = {
     "weight_decay": "SGD weight decay (L2)",
     "augment": "add a flipped/rotated copy of every training image each epoch (doubles the set)",
     "balanced": "sample training images evenly over the five target bins (the data is unbalanced)",
+    "crop_share": "share of training items replaced by a random 64-223 px crop, padded by mirroring as the "
+                  "server pads small images (not in the paper: teaches the model small images; 0 = off)",
     "device": "auto = CUDA when available, else CPU",
     "precision": "auto = bfloat16 autocast where the hardware has it natively, else fp32",
     "channels_last": "channels-last memory layout (faster convolutions on CPU)",

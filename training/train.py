@@ -104,6 +104,25 @@ def epoch_plan(train_labels: np.ndarray, config: TrainConfig, epoch: int) -> tup
     return items_all[order], transforms_all[order]
 
 
+def padded_crops(images: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """`images` with a `share` of them replaced by a random 64-223 px crop of themselves, padded back to
+    the model input by mirroring (stedq.tiling.pad_to: what the server does to a small image). The
+    label stays the full image's: a crop should rank as its image does."""
+    from stedq.pixels import MIN_IMAGE_SIZE
+    from stedq.tiling import pad_to
+
+    chosen = np.flatnonzero(rng.random(len(images)) < share)
+    if not len(chosen):
+        return images
+    out = images.copy()
+    height, width = images.shape[1:]
+    for i in chosen:
+        size = int(rng.integers(MIN_IMAGE_SIZE, min(height, width)))
+        top, left = rng.integers(0, height - size + 1), rng.integers(0, width - size + 1)
+        out[i] = pad_to(images[i, top:top + size, left:left + size], height, width)
+    return out
+
+
 def dihedral(x: torch.Tensor, transforms: np.ndarray) -> torch.Tensor:
     """Apply one of the 8 flips/rotations per image (0 = identity) to a (B, 1, H, W) batch."""
     out = x.clone()
@@ -242,7 +261,8 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
                    mininterval=1.0 if sys.stderr.isatty() else 30.0)
         for s in bar:
             idx, k = items[s:s + config.batch_size], transforms[s:s + config.batch_size]
-            x = dihedral(to_batch(train_x[idx], mean, std, torch.device("cpu"), False), k).to(device)
+            images = padded_crops(train_x[idx], config.crop_share, np.random.default_rng([config.seed, epoch, s]))
+            x = dihedral(to_batch(images, mean, std, torch.device("cpu"), False), k).to(device)
             if config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(train_y[idx]).to(device)

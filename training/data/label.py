@@ -11,6 +11,10 @@ and whether it shows bleaching or other artefacts. The components are measured, 
   (earlier scans of the region plus half of this scan's own bleaching): what an expert sees as a faded,
   patchy structure. Only what the image shows counts; bleaching that happens after a pixel was
   recorded is the acquisition's cost (the control loop's business), not a flaw of the image.
+- structure: how much of the sample's true structure the image shows: the correlation between the
+  image and the noiseless, ideally resolved image of the same datamap (both lightly smoothed). The
+  simulator knows the sample, so a shuffled, empty or structureless image gets a low label from this
+  rule, never from a hard-coded value.
 
 Each is mapped to [0, 1] and combined; a human-like labeller noise (sd 0.03) is added. docs/data.md shows
 the calibration plots.
@@ -24,10 +28,13 @@ import numpy as np
 RES_WORST_NM = 170.0
 RES_BEST_NM = 45.0
 SNR_WORST = 1.5     # below: structure hardly visible in the noise
-SNR_BEST = 12.0     # above: no visible improvement to an expert (about the brightest 3 % of images)
+SNR_SCALE = 6.0     # photons keep paying, less and less: q_snr = 1 - exp(-(snr - SNR_WORST) / SNR_SCALE)
 LOSS_WORST = 0.6    # fraction of the structure gone that takes the full bleaching penalty
 LOSS_WEIGHT = 0.3   # share of the quality a fully faded structure loses
 RES_FLOOR = 0.15    # a well-exposed confocal-like image still shows the structure
+CORR_NONE = 0.05    # image/ideal correlation of an image that shows none of the structure
+CORR_GOOD = 0.45    # and of one that shows it as well as a good STED acquisition does
+IDEAL_SIGMA_PX = 1.0   # the smoothing of both images before correlating (about 45 nm FWHM at 20 nm pixels)
 LABEL_NOISE_SD = 0.03
 
 
@@ -58,23 +65,45 @@ def image_snr(image: np.ndarray) -> tuple[float, float, float]:
     return float(max(snr, 0.0)), signal, background
 
 
-def score_components(resolution_nm: float, snr: float, structure_loss: float) -> dict[str, float]:
+def ideal_image(datamap: np.ndarray) -> np.ndarray:
+    """The noiseless, ideally resolved image of a datamap (molecule counts), smoothed as images are."""
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(np.asarray(datamap, np.float64), IDEAL_SIGMA_PX)
+
+
+def structure_similarity(image: np.ndarray, ideal: np.ndarray) -> float:
+    """Correlation (>= 0) of the lightly smoothed image with the sample's ideal image; 0 when either is flat."""
+    from scipy.ndimage import gaussian_filter
+
+    seen = gaussian_filter(np.asarray(image, np.float64), IDEAL_SIGMA_PX).ravel()
+    truth = np.asarray(ideal, np.float64).ravel()
+    if seen.std() == 0 or truth.std() == 0:
+        return 0.0
+    return float(max(np.corrcoef(seen, truth)[0, 1], 0.0))
+
+
+def score_components(resolution_nm: float, snr: float, structure_loss: float,
+                     structure: float = CORR_GOOD) -> dict[str, float]:
     """Each component mapped to [0, 1] (1 = what an expert wants)."""
     q_res = np.clip((RES_WORST_NM - resolution_nm) / (RES_WORST_NM - RES_BEST_NM), 0.0, 1.0)
-    q_snr = np.clip(np.log(max(snr, 1e-6) / SNR_WORST) / np.log(SNR_BEST / SNR_WORST), 0.0, 1.0)
+    q_snr = 1.0 - np.exp(-max(snr - SNR_WORST, 0.0) / SNR_SCALE)
     q_bleach = 1.0 - np.clip(structure_loss / LOSS_WORST, 0.0, 1.0)
-    return {"q_resolution": float(q_res), "q_snr": float(q_snr), "q_bleaching": float(q_bleach)}
+    q_structure = np.clip((structure - CORR_NONE) / (CORR_GOOD - CORR_NONE), 0.0, 1.0)
+    return {"q_resolution": float(q_res), "q_snr": float(q_snr), "q_bleaching": float(q_bleach),
+            "q_structure": float(q_structure)}
 
 
-def expert_quality(resolution_nm: float, snr: float, structure_loss: float) -> float:
+def expert_quality(resolution_nm: float, snr: float, structure_loss: float, structure: float = CORR_GOOD) -> float:
     """Noise-free virtual-expert quality in [0, 1].
 
     Resolution sets the ceiling (a confocal-like image is at best mediocre), noise multiplies it down (a
-    sharp image lost in noise is bad) and a faded structure takes a share off.
+    sharp image lost in noise is bad), a faded structure takes a share off, and an image that does not
+    show the sample's structure (shuffled, empty, noise) is worth nothing whatever its photons.
     """
-    q = score_components(resolution_nm, snr, structure_loss)
+    q = score_components(resolution_nm, snr, structure_loss, structure)
     value = (RES_FLOOR + (1 - RES_FLOOR) * q["q_resolution"]) * q["q_snr"] ** 0.7 \
-        * (1 - LOSS_WEIGHT + LOSS_WEIGHT * q["q_bleaching"])
+        * (1 - LOSS_WEIGHT + LOSS_WEIGHT * q["q_bleaching"]) * np.sqrt(q["q_structure"])
     return float(np.clip(value, 0.0, 1.0))
 
 

@@ -81,12 +81,16 @@ class SimulatedMicroscope:
 
     parameter_ranges = PARAMETER_RANGES
 
-    def __init__(self, structure: str = "actin", seed: int = 0, background_cps: float | None = None):
+    def __init__(self, structure: str = "actin", seed: int = 0, background_cps: float | None = None,
+                 empty: bool = False):
         self.structure = structure
         self.seed = int(seed)
         # Our own generator (never numpy's global one, which pysted re-seeds on every call).
         self.rng = np.random.default_rng([self.seed, zlib.crc32(structure.encode())])
         molecules, self.source = random_datamap(structure, self.rng)
+        if empty:   # an empty field: no labelled structure, only the detector's background
+            molecules, self.source = np.zeros_like(molecules), "empty"
+        self.ideal = expert.ideal_image(molecules)   # what a perfect acquisition would show
         self.molecules_initial = int(molecules.sum())
         # Detector background (counts/s before gating): some samples have more autofluorescence.
         self.background_cps = float(self.rng.uniform(1e4, 8e4) if background_cps is None else background_cps)
@@ -119,20 +123,26 @@ class SimulatedMicroscope:
         after = self.molecules_left
         image = np.clip(counts, 0, np.iinfo(np.uint16).max).astype(np.uint16)
 
-        resolution = resolution_nm(round(p_ex_uw, 6), round(p_sted_mw, 6))
-        snr, signal, background = expert.image_snr(image)
         bleaching = 1.0 - after / before if before else 0.0
-        # What the image shows: the structure as it was halfway through this scan.
-        loss = 1.0 - 0.5 * (before + after) / self.molecules_initial if self.molecules_initial else 0.0
-        clean = expert.expert_quality(resolution, snr, loss)
         info = {
             "structure": self.structure, "source": self.source, "seed": self.seed,
             "acquisition": self.acquisitions, "dwell_time_us": dwell_time_us, "p_ex_uw": p_ex_uw,
-            "p_sted_mw": p_sted_mw, "resolution_nm": resolution, "snr": snr, "signal_counts": signal,
-            "background_counts": background, "bleaching": bleaching,
+            "p_sted_mw": p_sted_mw, "resolution_nm": resolution_nm(round(p_ex_uw, 6), round(p_sted_mw, 6)),
+            "bleaching": bleaching,
             "bleached_fraction": 1.0 - after / self.molecules_initial if self.molecules_initial else 0.0,
-            "structure_loss": loss, "molecules": before, "background_cps": self.background_cps,
-            **expert.score_components(resolution, snr, loss),
-            "label_clean": clean, "label": expert.noisy_label(clean, self.rng),
+            # What the image shows: the structure as it was halfway through this scan.
+            "structure_loss": 1.0 - 0.5 * (before + after) / self.molecules_initial if self.molecules_initial else 0.0,
+            "molecules": before, "background_cps": self.background_cps,
         }
-        return image, info
+        return image, self.label(image, info)
+
+    def label(self, image: np.ndarray, info: dict) -> dict:
+        """`info` completed with the virtual expert's view of `image` (an acquisition of this sample, or
+        an image derived from one, e.g. its pixels shuffled): SNR, structure shown, components, label."""
+        snr, signal, background = expert.image_snr(image)
+        structure = expert.structure_similarity(image, self.ideal)
+        resolution, loss = info["resolution_nm"], info["structure_loss"]
+        clean = expert.expert_quality(resolution, snr, loss, structure)
+        return {**info, "snr": snr, "signal_counts": signal, "background_counts": background,
+                "structure_similarity": structure, **expert.score_components(resolution, snr, loss, structure),
+                "label_clean": clean, "label": expert.noisy_label(clean, self.rng)}

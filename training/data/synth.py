@@ -30,11 +30,16 @@ log = logging.getLogger(__name__)
 DEFAULT_COUNTS = {"actin": 1140, "tubulin": 94}   # the paper's actin set and unseen-protein set
 BALANCED_BINS = 10
 CSV_FIELDS = [
-    "file", "name", "score", "structure", "source", "seed", "index", "acquisition", "dwell_time_us",
+    "file", "name", "score", "structure", "class", "source", "seed", "index", "acquisition", "dwell_time_us",
     "p_ex_uw", "p_sted_mw", "resolution_nm", "snr", "signal_counts", "background_counts", "bleaching",
-    "bleached_fraction", "structure_loss", "molecules", "background_cps", "q_resolution", "q_snr", "q_bleaching",
-    "label_clean", "label",
+    "bleached_fraction", "structure_loss", "structure_similarity", "molecules", "background_cps", "q_resolution",
+    "q_snr", "q_bleaching", "q_structure", "label_clean", "label",
 ]
+# Image classes and their shares: most are acquisitions as a user tuning the microscope makes them
+# ("sted", which includes some confocal-like ones); the rest are what an expert gives (near) nothing:
+# the same photons with no structure (pixels shuffled), empty fields, confocal images, and regions
+# bleached by many earlier scans. Labels always come from the rule (label.py), never set by hand.
+CLASSES = {"sted": 0.80, "shuffled": 0.07, "empty": 0.04, "confocal": 0.04, "bleached": 0.05}
 
 
 def image_seed(seed: int, structure: str, index: int) -> int:
@@ -58,20 +63,32 @@ def sample_parameters(rng: np.random.Generator) -> dict[str, float]:
     return {"dwell_time_us": dwell, "p_ex_uw": p_ex, "p_sted_mw": p_sted, "repeats": repeats}
 
 
+def image_class(rng: np.random.Generator) -> str:
+    return str(rng.choice(list(CLASSES), p=list(CLASSES.values())))
+
+
 def simulate_one(structure: str, seed: int, index: int, balanced: bool = False) -> tuple[np.ndarray, dict]:
     """Image `index` of the dataset: (uint16 image, csv row without the file name)."""
     from stedq.training.data.microscope import SimulatedMicroscope
 
     s = image_seed(seed, structure, index)
     rng = np.random.default_rng(s)
+    kind = image_class(rng)
     params = sample_parameters(rng)
-    scope = SimulatedMicroscope(structure=structure, seed=s)
+    if kind == "confocal":
+        params.update(p_sted_mw=0.0, dwell_time_us=float(rng.uniform(10.0, 80.0)), repeats=1)
+    elif kind == "bleached":
+        params.update(p_sted_mw=float(rng.uniform(40.0, 150.0)), repeats=int(rng.integers(5, 11)))
+    scope = SimulatedMicroscope(structure=structure, seed=s, empty=kind == "empty")
     for _ in range(params["repeats"] - 1):   # earlier scans bleach the sample (same settings)
         scope.acquire(params["dwell_time_us"], params["p_ex_uw"], params["p_sted_mw"])
     image, info = scope.acquire(params["dwell_time_us"], params["p_ex_uw"], params["p_sted_mw"])
-    if balanced:
+    if kind == "shuffled":   # the same photons, no structure: the expert's rule labels it
+        image = rng.permutation(image.ravel()).reshape(image.shape)
+        info = scope.label(image, info)
+    elif balanced:
         image, info = _steer_to_bin(structure, s, index, image, info)
-    return image, {**info, "index": index}
+    return image, {**info, "index": index, "class": kind}
 
 
 def _steer_to_bin(structure: str, seed: int, index: int, image: np.ndarray, info: dict):
