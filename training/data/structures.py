@@ -3,6 +3,8 @@
 - actin-like: axons whose actin forms rings every ~190 nm (the membrane-associated periodic skeleton
   seen in the paper's hippocampal neurons); a ring seen from the side projects to a line across the axon,
   denser at its edges.
+- dendritic actin-like: a dendrite shaft (1-2 um wide) filled with a mesh of short, randomly oriented
+  actin filaments, with brighter spine heads along its edge (the dendritic F-actin of real STED data).
 - tubulin-like: long, gently curved filaments (microtubules, ~25 nm thick) crossing the field.
 - pysted's own real-structure maps ("factin", "tubulin"), randomly flipped/rotated and rescaled, add the
   irregularity of real samples to a share of the images.
@@ -19,6 +21,7 @@ FIELD_PX = 224
 RING_PERIOD_NM = 190.0
 STRUCTURES = ("actin", "tubulin")
 REAL_MAP_SHARE = 0.2   # share of samples drawn from pysted's real-structure datamaps
+MESH_SHARE = 0.3       # share of the other actin samples that are dendritic meshes rather than axonal rings
 PYSTED_MAP_NAME = {"actin": "factin", "tubulin": "tubulin"}
 
 
@@ -84,6 +87,31 @@ def actin_rings(rng: np.random.Generator) -> np.ndarray:
     return _rasterize(np.concatenate(points))
 
 
+def actin_mesh(rng: np.random.Generator) -> np.ndarray:
+    """A dendrite: a curved shaft filled with short filaments at random angles, and spine heads on its edge."""
+    path = _through_field(rng, turn_sd=rng.uniform(0.002, 0.015))
+    width_px = rng.uniform(40, 90)                              # 0.8-1.8 um dendrite
+    tangents = np.gradient(path, axis=0)
+    tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
+    normals = np.stack([-tangents[:, 1], tangents[:, 0]], axis=1)
+    points = []
+    for _ in range(int(rng.integers(800, 1600))):               # filaments of 100-400 nm
+        i = int(rng.integers(len(path)))
+        u = rng.uniform(-1, 1)                                  # cortical actin: denser under the membrane
+        centre = path[i] + 0.5 * width_px * np.sign(u) * abs(u) ** 0.35 * normals[i]
+        angle, length = rng.uniform(0, np.pi), rng.uniform(5, 20)
+        n = rng.poisson(length * rng.uniform(0.8, 1.6))
+        t = rng.uniform(-0.5, 0.5, n) * length
+        points.append(centre + t[:, None] * np.array([np.cos(angle), np.sin(angle)]) + rng.normal(0, 0.5, (n, 2)))
+    for _ in range(int(rng.integers(3, 12))):                   # spine heads: dense actin puncta
+        i = int(rng.integers(len(path)))
+        side = rng.choice([-1.0, 1.0])
+        centre = path[i] + side * (0.5 * width_px + rng.uniform(5, 25)) * normals[i]
+        n = rng.poisson(rng.uniform(40, 160))
+        points.append(centre + rng.normal(0, rng.uniform(2, 5), (n, 2)))
+    return _rasterize(np.concatenate(points))
+
+
 def tubulin_filaments(rng: np.random.Generator) -> np.ndarray:
     """3-10 gently curved filaments crossing the field, with labelling density varying along them."""
     points = []
@@ -118,5 +146,7 @@ def random_datamap(structure: str, rng: np.random.Generator) -> tuple[np.ndarray
     if rng.random() < REAL_MAP_SHARE:
         return pysted_real_map(structure, rng), f"pysted-{PYSTED_MAP_NAME[structure]}"
     if structure == "actin":
+        if rng.random() < MESH_SHARE:
+            return actin_mesh(rng), "synthetic-mesh"
         return actin_rings(rng), "synthetic-rings"
     return tubulin_filaments(rng), "synthetic-filaments"
