@@ -13,6 +13,7 @@ import tifffile
 from stedq.cli import main
 from stedq.training.data import load_labelled_folder
 from stedq.training.data.synth import CSV_FIELDS, generate
+from tests.conftest import REPO_ROOT
 
 
 def _files(folder):
@@ -69,11 +70,15 @@ def test_synth_writes_a_labelled_dataset_and_is_reproducible(tmp_path):
     with pytest.raises(SystemExit, match="holds 1 images beyond the 2 asked for"):
         generate(out, {"actin": 2}, seed=7, workers=1, progress=False)
 
-    # Preview: a contact sheet and a histogram per structure.
-    assert main(["data", "preview", str(out), "--out", str(tmp_path / "png"), "--per-bin", "2"]) == 0
+    # Preview: a contact sheet, a histogram and the label factors per structure, photon counts beside the
+    # real images, one sheet per source and class.
+    real = REPO_ROOT / "validation" / "real-dev"
+    assert main(["data", "preview", str(out), "--out", str(tmp_path / "png"), "--per-bin", "2",
+                 "--real", str(real)]) == 0
     pngs = sorted(p.name for p in (tmp_path / "png").iterdir())
-    assert pngs == ["actin-contact_sheet.png", "actin-label_histogram.png",
-                    "tubulin-contact_sheet.png", "tubulin-label_histogram.png"]
+    assert pngs == ["actin-contact_sheet.png", "actin-counts_vs_real.png", "actin-label_factors.png",
+                    "actin-label_histogram.png", "class_sheet.png", "tubulin-contact_sheet.png",
+                    "tubulin-counts_vs_real.png", "tubulin-label_factors.png", "tubulin-label_histogram.png"]
     for name in pngs:
         data = (tmp_path / "png" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -25,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Simulate STED acquisitions (pysted) of randomized actin-like and tubulin-like samples "
                     "with sampled acquisition parameters, labelled by a virtual expert (docs/data.md).")
     synth.add_argument("--out", required=True, type=Path, help="output folder")
-    synth.add_argument("--actin", type=int, default=1140, metavar="N",
-                       help="actin-like images (default: 1140, the paper's count)")
+    synth.add_argument("--actin", type=int, default=2000, metavar="N",
+                       help="actin-like images (default: 2000; the paper had 1140)")
     synth.add_argument("--tubulin", type=int, default=94, metavar="N",
                        help="tubulin-like images (default: 94, the paper's unseen-protein set)")
     synth.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("--out", type=Path, default=None,
                          help="folder for the PNGs (default: the dataset folder)")
     preview.add_argument("--per-bin", type=int, default=4, help="images per quality bin (default: 4)")
+    preview.add_argument("--real", type=Path, default=None, metavar="DIR",
+                         help="real STED images (e.g. validation/real-dev) to compare photon counts with")
     preview.set_defaults(func=_preview)
 
     calibrate = data_sub.add_parser(
@@ -78,7 +80,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _preview(args: argparse.Namespace) -> int:
     from stedq.training.data.preview import preview
 
-    for png in preview(args.folder, args.out, per_bin=args.per_bin):
+    for png in preview(args.folder, args.out, per_bin=args.per_bin, real=args.real):
         print(png)
     return 0
 

@@ -97,15 +97,33 @@ def label_histogram(folder: Path, png: Path) -> Path:
     return png
 
 
-def preview(folder: Path, out: Path | None = None, per_bin: int = 4) -> list[Path]:
-    """Both PNGs for a labelled folder, or for each labelled sub-folder of a synth output."""
+def preview(folder: Path, out: Path | None = None, per_bin: int = 4, real: Path | None = None) -> list[Path]:
+    """Both PNGs for a labelled folder, or for each labelled sub-folder of a synth output; for a synth
+    output with image classes also the per-class sheet, the label against each factor and (with `real`)
+    the photon counts beside real images (stedq.training.data.figures)."""
+    from stedq.training.data import figures
+
     folder = Path(folder)
     if not folder.is_dir():
         raise SystemExit(f"{folder}: not a folder")
     written = []
-    for sub in _labelled_folders(folder):
+    subs = _labelled_folders(folder)
+    for sub in subs:
         target = Path(out) if out else sub
         prefix = "" if sub == folder else f"{sub.name}-"
         written.append(contact_sheet(sub, target / f"{prefix}contact_sheet.png", per_bin))
         written.append(label_histogram(sub, target / f"{prefix}label_histogram.png"))
+        if _has_classes(sub):
+            written.append(figures.label_factors(sub, target / f"{prefix}label_factors.png"))
+            if real is not None:
+                written.append(figures.count_histograms(sub, real, target / f"{prefix}counts_vs_real.png"))
+    with_classes = [sub for sub in subs if _has_classes(sub)]
+    if with_classes:
+        target = Path(out) if out else folder
+        written.append(figures.class_sheet(with_classes, target / "class_sheet.png"))
     return written
+
+
+def _has_classes(folder: Path) -> bool:
+    table = folder / "labels.csv"
+    return table.is_file() and "class" in table.open().readline().split(",")

@@ -1,0 +1,112 @@
+"""Dataset figures for docs/data.md beside `stedq data preview`'s: a contact sheet per sample source and
+image class, the label against each factor, and photon counts of the synthetic set beside real images."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+GROUPS = [("synthetic-rings", "sted"), ("synthetic-mesh", "sted"), ("pysted-factin", "sted"),
+          ("synthetic-filaments", "sted"), ("pysted-tubulin", "sted"), (None, "confocal"), (None, "bleached"),
+          (None, "shuffled"), (None, "empty")]
+
+
+def _rows(folder: Path) -> list[dict]:
+    with open(Path(folder) / "labels.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def class_sheet(folders: list[Path], png: Path, per_group: int = 5, seed: int = 0) -> Path:
+    """One row per sample source (STED acquisitions) and per near-0 class, `per_group` random images each."""
+    import tifffile
+
+    plt = _plt()
+    rows = [(Path(folder), row) for folder in folders for row in _rows(folder)]
+    rng = np.random.default_rng(seed)
+    groups = [(source, kind, [r for r in rows if r[1].get("class", "sted") == kind
+                              and (source is None or r[1]["source"] == source)]) for source, kind in GROUPS]
+    groups = [g for g in groups if g[2]]
+    fig, axes = plt.subplots(len(groups), per_group, figsize=(2.0 * per_group, 2.2 * len(groups)), squeeze=False)
+    for line, (source, kind, members) in zip(axes, groups, strict=True):
+        chosen = rng.choice(len(members), size=min(per_group, len(members)), replace=False)
+        for col, ax in enumerate(line):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(f"{source or kind}\n({len(members)})", fontsize=8)
+            if col >= len(chosen):
+                ax.set_frame_on(False)
+                continue
+            folder, row = members[chosen[col]]
+            image = tifffile.imread(folder / row["file"])
+            ax.imshow(image, cmap="hot", vmin=0, vmax=max(float(np.percentile(image, 99.5)), 1.0))
+            ax.set_title(f"q={float(row['label']):.2f}, max {int(image.max())}", fontsize=7)
+    fig.suptitle("simulated images by sample source and class (each with its own contrast)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+    return png
+
+
+def label_factors(folder: Path, png: Path) -> Path:
+    """The label against resolution, SNR, structure shown and structure lost (one point per image)."""
+    plt = _plt()
+    rows = _rows(folder)
+    label = np.array([float(r["label_clean"]) for r in rows])
+    kinds = np.array([r.get("class", "sted") for r in rows])
+    factors = [("resolution_nm", "resolution (nm, PSF FWHM)"), ("snr", "SNR"),
+               ("structure_similarity", "structure shown (correlation with the ideal image)"),
+               ("structure_loss", "structure lost to bleaching")]
+    fig, axes = plt.subplots(1, len(factors), figsize=(4 * len(factors), 3.4))
+    for ax, (key, title) in zip(axes, factors, strict=True):
+        values = np.array([float(r[key]) for r in rows])
+        for kind in dict.fromkeys(kinds):
+            mask = kinds == kind
+            ax.scatter(values[mask], label[mask], s=5, alpha=0.5, label=f"{kind} ({mask.sum()})")
+        ax.set(xlabel=title, ylabel="label (noise-free)", ylim=(-0.02, 1.0))
+        if key == "snr":
+            ax.set_xscale("log")
+    axes[0].legend(fontsize=7, markerscale=3)
+    fig.suptitle(f"{folder}: the virtual expert's label against each factor", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
+
+
+def count_histograms(folder: Path, real: Path, png: Path) -> Path:
+    """Mean and peak photon counts per image: the synthetic set beside the real images in `real`."""
+    import tifffile
+
+    from stedq.files import read_frames
+
+    plt = _plt()
+    synthetic = [tifffile.imread(Path(folder) / r["file"]) for r in _rows(folder) if r.get("class", "sted") == "sted"]
+    reals = [frame.image for path in sorted(Path(real).rglob("*.tif")) for frame in read_frames(path)
+             if "__" not in path.stem]   # originals, not their degraded copies
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, (name, stat) in zip(axes, [("mean counts per pixel", np.mean), ("peak counts", np.max)], strict=True):
+        values = np.array([float(stat(image)) for image in synthetic])
+        bins = np.logspace(np.log10(max(values.min(), 0.05)), np.log10(values.max() * 1.1), 30)
+        ax.hist(values, bins=bins, color="tab:blue", alpha=0.7, label=f"synthetic STED ({len(values)})")
+        for image in reals:
+            ax.axvline(float(stat(image)), color="tab:red", lw=1)
+        ax.plot([], [], color="tab:red", label=f"real images ({len(reals)})")
+        ax.set(xscale="log", xlabel=name, ylabel="images")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"photon counts: {folder} against {real}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
