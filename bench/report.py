@@ -137,6 +137,13 @@ def targets(results: dict, batch: int = 32, clients: int = 32) -> list[dict]:
         _ratio(s.get(f"stedq/v1/concurrency/c{clients}/batching"), s.get(f"mlserver/v2/concurrency/c{clients}")),
         lambda v: v >= 1.5, f"stedq/v1/concurrency/c{clients}/batching over mlserver/v2/concurrency/c{clients} "
                             f"(both batching)")
+    fit = results.get("fit_check")
+    if fit:
+        value = {"median": fit["share_of_inference"], "min": fit["share_of_inference"],
+                 "max": fit["share_of_inference"], "n": 1}
+        add("fit verdict cost vs inference, per image", "<= 0.05", value, lambda v: v <= 0.05,
+            f"stedq.fit.check_fit {fit['ms_per_image']} ms against in-process fp32 batch-32 "
+            f"{fit['inference_ms_per_image']} ms per image")
     add(f"stedq vs MLServer, batch-{batch} requests", ">= 1.5",
         _ratio(s.get(f"stedq/v1/unary/b{batch}"), s.get(f"mlserver/v2/unary/b{batch}")),
         lambda v: v >= 1.5, f"stedq/v1/unary/b{batch} over mlserver/v2/unary/b{batch}")

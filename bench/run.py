@@ -172,6 +172,7 @@ class Bench:
         try:
             for engine in self.engines.values():
                 engine.warm_up((1, max(o.limit_batches)))
+            fit_check = measure_fit_check(self.engines["fp32"])
             with tqdm(total=o.rounds * len(runnable), desc="stedq bench", unit="point") as bar:
                 for round_index in range(o.rounds):
                     for scenario in runnable:
@@ -207,9 +208,30 @@ class Bench:
             scenarios.append(entry)
         return {"scenarios": scenarios, "skipped": self.skipped, "notes": self.notes, "profile": profile,
                 "server_rss_mb_at_end": rss, "load_before": load_before, "load_after": _load(),
-                "seconds": time.time() - started,
+                "seconds": time.time() - started, "fit_check": fit_check,
                 "engine": {"path": str(self.engines["fp32"].info.path), "providers": self.engines["fp32"].info.providers,
                            "model": f"{self.engines['fp32'].info.name} {self.engines['fp32'].info.version}"}}
+
+
+def measure_fit_check(engine: Engine, images: int = 32, repeats: int = 5) -> dict:
+    """The fit verdict's cost per image (stedq.fit, run by the server on every image) beside the
+    model's in-process cost per image at batch 32, best of `repeats`."""
+    from stedq.fit import check_fit
+
+    batch = to_model_input(bench_images(images, seed=2))
+    stats = engine.info.fit
+    fit_s, run_s = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for image in batch:
+            check_fit(image, stats)
+        fit_s.append((time.perf_counter() - start) / images)
+        start = time.perf_counter()
+        engine.run(batch[:, None])
+        run_s.append((time.perf_counter() - start) / images)
+    fit_ms, run_ms = min(fit_s) * 1e3, min(run_s) * 1e3
+    return {"ms_per_image": round(fit_ms, 4), "inference_ms_per_image": round(run_ms, 3),
+            "share_of_inference": round(fit_ms / run_ms, 4), "with_statistics": stats is not None}
 
 
 def _load() -> list[float]:

@@ -73,11 +73,13 @@ def score_in_bands(client, image: np.ndarray, limits: Limits, *, intensity=None,
                    pixel_size_nm: float | None = None) -> ImageResult:
     """One large image through as many requests as the limits need; the result of the whole image."""
     wire = to_wire_array(image)
-    maps = []
+    maps, fits = [], {}
     for top, bottom in plan_bands(wire.shape, wire.itemsize, limits):
         [result] = client.score_images([wire[top:bottom]], intensity=[intensity], pixel_size_nm=[pixel_size_nm])
         maps.append(result.map.scores if result.map is not None else np.array([[result.score]], np.float32))
+        fits.update(dict.fromkeys(result.fit))
     scores = np.vstack(maps).astype(np.float32)
+    verdict = tuple(r for r in fits if r != "ok") or tuple(fits)   # a reason in any band is the image's
     return ImageResult(score=float(np.mean(scores)), map=QualityMap(scores=scores, tile_size=limits.tile,
                                                                      stride=limits.stride),
-                       pixel_size_nm=pixel_size_nm)
+                       pixel_size_nm=pixel_size_nm, fit=verdict)

@@ -60,11 +60,13 @@ class ImageResult:
     score: float
     map: QualityMap | None = None   # only for images larger than the model input
     pixel_size_nm: float | None = None   # as sent with the image (from its file), None when unknown
+    fit: tuple[str, ...] = ()            # ("ok",) or why the image is outside the training data (stedq.fit)
 
     @classmethod
     def from_message(cls, message: pb.ImageScore) -> ImageResult:
         quality_map = QualityMap.from_message(message.map) if message.HasField("map") else None
-        return cls(score=float(message.score), map=quality_map, pixel_size_nm=message.pixel_size_nm or None)
+        return cls(score=float(message.score), map=quality_map, pixel_size_nm=message.pixel_size_nm or None,
+                   fit=tuple(message.fit))
 
 
 @dataclass(frozen=True)

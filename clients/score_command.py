@@ -31,8 +31,8 @@ EXIT_SERVER = 3
 FATAL_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
                grpc.StatusCode.UNIMPLEMENTED)
-COLUMNS = ["file", "frame", "height", "width", "pixel_size_nm", "score", "tiles", "tile_scores", "model_version",
-           "map_png", "error"]
+COLUMNS = ["file", "frame", "height", "width", "pixel_size_nm", "score", "fit", "tiles", "tile_scores",
+           "model_version", "map_png", "error"]
 
 
 @dataclass
@@ -43,6 +43,7 @@ class Row:
     width: int | None = None
     pixel_size_nm: float | None = None   # from the file's metadata, as the server echoed it
     score: float | None = None
+    fit: str = ""                        # "ok", or the reasons the image is outside the training data (";")
     tiles: str = ""                      # "ROWSxCOLS" of the quality map
     tile_scores: list[list[float]] | None = None   # the quality map, row-major rows
     model_version: str = ""
@@ -122,7 +123,8 @@ def score_large(client: QualityClient, frame: Frame, limits: Limits, map_dir: Pa
 
 
 def result_row(frame: Frame, result, model_version: str, map_dir: Path | None, rows: list[Row]) -> Row:
-    row = _row(frame, score=result.score, pixel_size_nm=result.pixel_size_nm, model_version=model_version)
+    row = _row(frame, score=result.score, pixel_size_nm=result.pixel_size_nm, model_version=model_version,
+               fit=";".join(result.fit))
     if result.map is not None:
         row.tiles = "{}x{}".format(*result.map.scores.shape)
         row.tile_scores = [[round(float(v), 6) for v in line] for line in result.map.scores]
@@ -134,7 +136,8 @@ def result_row(frame: Frame, result, model_version: str, map_dir: Path | None, r
             while str(png) in taken:  # same file name in another folder: keep both maps
                 copy += 1
                 png = map_dir / map_filename(frame).replace(".map.png", f"-{copy}.map.png")
-            png = save_overlay(png, frame.image, result.map, f"{frame.name}: mean score {result.score:.3f}")
+            png = save_overlay(png, frame.image, result.map,
+                               f"{frame.name}: mean score {result.score:.3f}, fit: {row.fit or 'unknown'}")
             row.map_png = str(png)
     return row
 
@@ -145,9 +148,9 @@ def _row(frame: Frame, **fields) -> Row:
 
 
 def print_table(rows: list[Row], out) -> None:
-    headers = ["file", "frame", "size", "score", "tiles"]
+    headers = ["file", "frame", "size", "score", "fit", "tiles"]
     table = [[r.file, r.frame, f"{r.height}x{r.width}" if r.height else "",
-              f"{r.score:.4f}" if r.score is not None else "error", r.tiles] for r in rows]
+              f"{r.score:.4f}" if r.score is not None else "error", r.fit, r.tiles] for r in rows]
     widths = [max(len(h), *(len(line[i]) for line in table)) if table else len(h) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(), file=out)
     for line in table:

@@ -84,17 +84,19 @@ def run(args: argparse.Namespace) -> int:
                               f"(choose from {', '.join(INT8_PLACEMENTS)}, all)")
         checkpoint = untrained_checkpoint(args.seed) if args.untrained else read_checkpoint(args.checkpoint)
 
-        calibration = test = None
+        calibration = test = fit_images = None
+        data = args.data or (checkpoint.get("data") or {}).get("path") or None
+        # From the training dataset, take the checkpoint's own split (names recorded by `stedq train`).
+        split = (checkpoint.get("data") or {}).get("split") or {}
+        if data and Path(data).is_dir():   # the fit verdict's statistics: the whole training split
+            fit_images = load_images(data, "train", names=split.get("train"))
         if variants:
-            data = args.data or (checkpoint.get("data") or {}).get("path") or None
             if data and not Path(data).is_dir():
                 if args.data:
                     raise ExportError(f"--data {data}: no such folder")
                 print(f"note: the checkpoint's dataset {data} is not here; give --data to build variants",
                       file=sys.stderr)
                 data = None
-            # From the training dataset, take the checkpoint's own split (names recorded by `stedq train`).
-            split = (checkpoint.get("data") or {}).get("split") or {}
             if args.test_data or data:
                 test = load_images(args.test_data or data, "test", limit=args.test_images,
                                    names=None if args.test_data else split.get("test"))
@@ -108,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             variants=variants, int8_placements=placements, opset=args.opset or DEFAULT_OPSET, parity_tolerance=args.parity_tolerance,
             max_mean_abs_diff=args.max_mean_abs_diff, min_spearman=args.min_spearman,
             calibration_images=calibration, test_images=test, measure_speed=args.measure_speed,
+            fit_images=fit_images,
             write_rdf=args.rdf)
         report = export_bundle(checkpoint, args.out, options)
     except ExportError as exc:

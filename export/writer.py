@@ -56,6 +56,7 @@ class ExportOptions:
     min_spearman: float = MIN_SPEARMAN
     calibration_images: np.ndarray | None = None        # (N, 224, 224) in [0, 1], training split
     test_images: np.ndarray | None = None               # (N, 224, 224) in [0, 1], test split
+    fit_images: np.ndarray | None = None                # training split, for the fit verdict's statistics
     int8_placements: tuple[str, ...] = DEFAULT_INT8_PLACEMENTS   # tried in order, first to pass wins
     measure_speed: bool = False                         # images/s of each variant (batch 32, CPU)
     write_rdf: bool = True
@@ -188,6 +189,20 @@ def _export_into(staging: Path, out: Path, checkpoint: dict[str, Any], model, op
     return ExportReport(out=out, manifest=manifest, parity=parity, gates=gates, skipped=skipped, speed=speed)
 
 
+def fit_statistics(images: np.ndarray | None) -> dict[str, Any]:
+    """stedq.fit statistics of the training images that show structure (the near-0 classes, shuffled
+    pixels and empty fields, have none: their ranges are what the verdict must flag)."""
+    if images is None or not len(images):
+        return {}
+    from stedq.fit import neighbour_correlation, statistics
+
+    structured = [image for image in images if neighbour_correlation(image) > STRUCTURE_FLOOR]
+    return statistics(structured or list(images)).to_dict()
+
+
+STRUCTURE_FLOOR = 0.05   # neighbour correlation of noise is ~0; every structured training image is above 0.15
+
+
 def _manifest(checkpoint: dict[str, Any], options: ExportOptions, parity: dict[str, float],
               gates: dict[str, GateResult], attempts: dict[str, list[GateResult]], skipped: dict[str, str],
               speed: dict[str, float],
@@ -217,5 +232,5 @@ def _manifest(checkpoint: dict[str, Any], options: ExportOptions, parity: dict[s
         name=options.name, version=options.version,
         normalization=Normalization(mean=[float(norm["mean"])], std=[float(norm["std"])]),
         variants={v: VARIANT_FILES[v] for v in variants}, training=training, metrics=_json_safe(metrics),
-        stedq_version=stedq.__version__,
+        stedq_version=stedq.__version__, fit=fit_statistics(options.fit_images),
         created=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"))

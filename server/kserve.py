@@ -23,7 +23,13 @@ from stedq.settings import Settings
 try:
     from stedq.kserve import grpc_service_pb2 as pb
     from stedq.kserve import grpc_service_pb2_grpc as pb_grpc
-    from stedq.server.kserve_tensors import INPUT_NAME, OUTPUT_NAME, decode_request, encode_response
+    from stedq.server.kserve_tensors import (
+        FIT_OUTPUT,
+        INPUT_NAME,
+        OUTPUT_NAME,
+        decode_request,
+        encode_response,
+    )
 except TypeError as exc:  # protobuf's "duplicate symbol 'inference.…'": one such module per process
     raise ImportError(
         "the KServe v2 protocol cannot be loaded in this process: another module (tritonclient.grpc, "
@@ -77,17 +83,20 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             name=self._model_name, versions=[info.version], platform=PLATFORM,
             # any height and width from MIN_IMAGE_SIZE up (smaller padded, larger tiled and averaged)
             inputs=[tensor(name=INPUT_NAME, datatype="FP32", shape=[-1, 1, -1, -1])],
-            outputs=[tensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, 1])])
+            outputs=[tensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, 1]),
+                     tensor(name=FIT_OUTPUT, datatype="BYTES", shape=[-1, 1])])
 
     # --- inference
     async def ModelInfer(self, request, context):
         info = self._scorer.model_info  # read before scoring, as stedq.v1 does (a reload may swap the model)
         await self._require_model(request.model_name, request.model_version, info.version, context)
         try:
-            decoded = decode_request(request)
+            decoded = decode_request(request, info.fit)
         except InvalidInput as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         results = await score_or_abort(self._scorer, decoded.images, context)
+        if self._scorer.metrics is not None:
+            self._scorer.metrics.count_fits(decoded.fits)
         return encode_response(request, decoded, [r.score for r in results], model_name=self._model_name,
                                model_version=info.version)
 

@@ -10,16 +10,20 @@ mean; without it integers are photon counts and FP32 is on the model's scale.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from stedq.fit import FitStatistics, check_fit
 from stedq.kserve import grpc_service_pb2 as pb
-from stedq.pixels import InvalidInput, check_fits, check_image_size, to_model_input
+from stedq.pixels import InvalidInput, check_fits, check_image_size, parse_intensity, to_model_input
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "score"
+FIT_OUTPUT = "fit"   # BYTES [N, 1]: "ok", or the fit reasons joined by "," (stedq/fit.py)
+OUTPUTS = (OUTPUT_NAME, FIT_OUTPUT)
 
 # v2 datatype -> (our dtype name, little-endian numpy dtype, typed `contents` field that carries it)
 DATATYPES = {
@@ -36,7 +40,8 @@ CONTENT_FIELDS = ("bool_contents", "int_contents", "int64_contents", "uint_conte
 
 @dataclass
 class DecodedRequest:
-    images: list[np.ndarray]   # float32 (H, W) in [0, 1], one per image of the input tensor
+    images: list[np.ndarray]   # float32 (H, W) model input, one per image of the input tensor
+    fits: list[list[str]]      # each image's fit verdict
     raw: bool                  # the input came as raw_input_contents: answer with raw_output_contents
     outputs: list[str]         # outputs to return, in order
 
@@ -139,14 +144,14 @@ def _intensity(tensor: pb.ModelInferRequest.InferInputTensor) -> str | None:
 
 def _requested_outputs(request: pb.ModelInferRequest) -> list[str]:
     for output in request.outputs:
-        if output.name != OUTPUT_NAME:
-            raise InvalidInput(f"outputs: unknown output '{output.name}' (the model has one output: "
-                               f"'{OUTPUT_NAME}')")
+        if output.name not in OUTPUTS:
+            raise InvalidInput(f"outputs: unknown output '{output.name}' (the model's outputs are "
+                               f"'{OUTPUT_NAME}' and '{FIT_OUTPUT}')")
         _refuse_unsupported(f"output '{output.name}'", output.parameters)
-    return list(dict.fromkeys(output.name for output in request.outputs)) or [OUTPUT_NAME]
+    return list(dict.fromkeys(output.name for output in request.outputs)) or list(OUTPUTS)
 
 
-def decode_request(request: pb.ModelInferRequest) -> DecodedRequest:
+def decode_request(request: pb.ModelInferRequest, stats: FitStatistics | None = None) -> DecodedRequest:
     """Images of a ModelInferRequest, or InvalidInput naming the input and what is wrong with it."""
     if len(request.inputs) != 1:
         got = ", ".join(f"'{t.name}'" for t in request.inputs) or "none"
@@ -175,19 +180,32 @@ def decode_request(request: pb.ModelInferRequest) -> DecodedRequest:
     images = [to_model_input(values[i * pixels:(i + 1) * pixels].reshape(height, width), intensity,
                              field=f"input '{tensor.name}', image {i}")
               for i in range(n)]
-    return DecodedRequest(images=images, raw=raw, outputs=outputs)
+    dtype = DATATYPES[tensor.datatype][0]
+    kind = parse_intensity(intensity, dtype, field=f"input '{tensor.name}'")
+    fits = [check_fit(image, stats, dtype=dtype, intensity=kind) for image in images]
+    return DecodedRequest(images=images, fits=fits, raw=raw, outputs=outputs)
 
 
 def encode_response(request: pb.ModelInferRequest, decoded: DecodedRequest, scores: Sequence[float], *,
                     model_name: str, model_version: str) -> pb.ModelInferResponse:
-    """Scores as output 'score', FP32 [N, 1]: raw bytes if the request sent raw bytes (tritonclient
-    reads outputs only from raw_output_contents), else typed fp32_contents."""
+    """Scores as output 'score', FP32 [N, 1], and fit verdicts as output 'fit', BYTES [N, 1], in the order
+    requested (both when none is): raw bytes if the request sent raw bytes (tritonclient reads outputs
+    only from raw_output_contents; BYTES elements as a 4-byte little-endian length and the bytes), else
+    typed contents."""
     response = pb.ModelInferResponse(model_name=model_name, model_version=model_version, id=request.id)
     values = np.asarray(scores, dtype="<f4").reshape(-1, 1)
-    for name in decoded.outputs:  # only 'score' exists; the loop keeps the outputs filter explicit
-        output = response.outputs.add(name=name, datatype="FP32", shape=list(values.shape))
+    verdicts = [",".join(reasons).encode() for reasons in decoded.fits]
+    for name in decoded.outputs:
+        if name == OUTPUT_NAME:
+            output = response.outputs.add(name=name, datatype="FP32", shape=list(values.shape))
+            if decoded.raw:
+                response.raw_output_contents.append(values.tobytes())
+            else:
+                output.contents.fp32_contents.extend(values.ravel().tolist())
+            continue
+        output = response.outputs.add(name=name, datatype="BYTES", shape=[len(verdicts), 1])
         if decoded.raw:
-            response.raw_output_contents.append(values.tobytes())
+            response.raw_output_contents.append(b"".join(struct.pack("<I", len(v)) + v for v in verdicts))
         else:
-            output.contents.fp32_contents.extend(values.ravel().tolist())
+            output.contents.bytes_contents.extend(verdicts)
     return response

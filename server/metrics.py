@@ -44,12 +44,21 @@ class Metrics:
         self.queue_depth = Gauge("stedq_queue_depth", "Images waiting in the batcher queue", registry=r)
         self.in_flight = Gauge("stedq_in_flight_requests", "RPCs being handled", registry=r)
         self.images_scored = Counter("stedq_images_scored_total", "Images scored", registry=r)
+        self.fit_results = Counter("stedq_fit_results_total",
+                                   "Scored images by fit verdict: ok, or each reason the image is outside "
+                                   "the training data (stedq/fit.py)", ["reason"], registry=r)
         self.model_info = Gauge("stedq_model_info", "The loaded model (value 1)",
                                 ["name", "version", "variant", "provider", "device"], registry=r)
         self.model_reloads = Counter("stedq_model_reloads_total", "Model reloads by result",
                                      ["result"], registry=r)
         for result in ("success", "failure"):  # exported as 0 from the start, so rate() works
             self.model_reloads.labels(result=result)
+
+    def count_fits(self, fits: list[list[str]]) -> None:
+        """One count per image and reason (an image with two reasons counts under both)."""
+        for reasons in fits:
+            for reason in reasons:
+                self.fit_results.labels(reason=reason).inc()
 
     def set_model(self, name: str, version: str, variant: str, provider: str, device: str) -> None:
         self.model_info.clear()

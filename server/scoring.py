@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from stedq.engine import Engine, EngineError, EngineInfo
+from stedq.fit import FitStatistics
 from stedq.pixels import InvalidInput, check_image_size, demo_image
 from stedq.server.batching import DynamicBatcher
 from stedq.server.metrics import Metrics
@@ -58,6 +59,7 @@ class ModelInfo:
     max_batch_size: int
     tile_stride: int
     metadata: dict[str, str] = field(default_factory=dict)
+    fit: FitStatistics | None = None   # the training images' ranges, for the fit verdict
 
 
 STACK_ON_LOOP_TILES = 64
@@ -96,7 +98,7 @@ class Scorer:
             input_width=info.input_width, normalization_mean=list(info.mean),
             normalization_std=list(info.std), providers=list(info.providers), device=info.device,
             variant=info.variant, max_batch_size=self.settings.max_batch_size,
-            tile_stride=self.settings.tile_stride, metadata=metadata)
+            tile_stride=self.settings.tile_stride, metadata=metadata, fit=info.fit)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return self._engine.run(batch)  # read once per batch: a swap affects the next batch only

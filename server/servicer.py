@@ -8,7 +8,8 @@ import contextlib
 import grpc
 import numpy as np
 
-from stedq.pixels import MIN_IMAGE_SIZE, InvalidInput, decode_image
+from stedq.fit import FitStatistics, check_fit
+from stedq.pixels import MIN_IMAGE_SIZE, InvalidInput, decode_image, parse_dtype, parse_intensity
 from stedq.server.scoring import ImageScore, Scorer
 from stedq.server.status import SCORING_ERRORS, deadline_of, score_or_abort, status_for
 from stedq.v1 import quality_pb2 as pb
@@ -20,24 +21,34 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["QualityService"].full_name
 DECODE_OFF_LOOP_BYTES = 4 << 20
 
 
-def decode_images(images, field: str = "images") -> list[np.ndarray]:
-    """stedq.v1.Image messages -> float32 (H, W) model inputs (stedq.pixels); InvalidInput names the image."""
+def decode_images(images, stats: FitStatistics | None = None,
+                  field: str = "images") -> tuple[list[np.ndarray], list[list[str]]]:
+    """stedq.v1.Image messages -> float32 (H, W) model inputs (stedq.pixels) and each image's fit verdict
+    (stedq.fit); InvalidInput names the image."""
     if not images:
         raise InvalidInput(f"{field}: empty batch; send at least one image")
-    return [decode_image(image.data, int(image.dtype), image.height, image.width, field=f"{field}[{index}]",
-                         intensity=int(image.intensity))
-            for index, image in enumerate(images)]
+    inputs, fits = [], []
+    for index, image in enumerate(images):
+        where = f"{field}[{index}]"
+        inputs.append(decode_image(image.data, int(image.dtype), image.height, image.width, field=where,
+                                   intensity=int(image.intensity)))
+        dtype = parse_dtype(int(image.dtype), field=where)
+        fits.append(check_fit(inputs[-1], stats, dtype=dtype,
+                              intensity=parse_intensity(int(image.intensity), dtype, field=where),
+                              pixel_size_nm=image.pixel_size_nm or None))
+    return inputs, fits
 
 
-async def decode_images_async(images, field: str = "images") -> list[np.ndarray]:
+async def decode_images_async(images, stats: FitStatistics | None,
+                              field: str = "images") -> tuple[list[np.ndarray], list[list[str]]]:
     if sum(len(image.data) for image in images) < DECODE_OFF_LOOP_BYTES:
-        return decode_images(images, field)
-    return await asyncio.get_running_loop().run_in_executor(None, decode_images, images, field)
+        return decode_images(images, stats, field)
+    return await asyncio.get_running_loop().run_in_executor(None, decode_images, images, stats, field)
 
 
-def to_proto(result: ImageScore, image: pb.Image) -> pb.ImageScore:
-    """One result, echoing what the request said of its image (pixel size)."""
-    message = pb.ImageScore(score=result.score, pixel_size_nm=image.pixel_size_nm)
+def to_proto(result: ImageScore, image: pb.Image, fit: list[str]) -> pb.ImageScore:
+    """One result, echoing what the request said of its image (pixel size), with its fit verdict."""
+    message = pb.ImageScore(score=result.score, pixel_size_nm=image.pixel_size_nm, fit=fit)
     if result.map is not None:
         tiles = result.map
         message.map.CopyFrom(pb.QualityMap(rows=tiles.rows, cols=tiles.cols, tile_size=tiles.tile_size,
@@ -50,13 +61,17 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
         self.scorer = scorer
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        info = self.scorer.model_info
         try:
-            images = await decode_images_async(request.images)
+            images, fits = await decode_images_async(request.images, info.fit)
         except InvalidInput as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        version = self.scorer.model_info.version
+        version = info.version
         results = await score_or_abort(self.scorer, images, context)
-        return pb.ScoreResponse(results=[to_proto(r, i) for r, i in zip(results, request.images, strict=True)],
+        if self.scorer.metrics is not None:
+            self.scorer.metrics.count_fits(fits)
+        return pb.ScoreResponse(results=[to_proto(*answer) for answer in zip(results, request.images, fits,
+                                                                              strict=True)],
                                 client_id=request.client_id,
                                 model_version=version)
 
@@ -90,16 +105,20 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
                 await reader
 
     async def _answer(self, request: pb.ScoreStreamRequest, context) -> pb.ScoreStreamResponse:
-        version = self.scorer.model_info.version
+        info = self.scorer.model_info
+        version = info.version
         try:
-            images = await decode_images_async(request.images)
+            images, fits = await decode_images_async(request.images, info.fit)
             results = await self.scorer.score(images, deadline=deadline_of(context))
+            if self.scorer.metrics is not None:
+                self.scorer.metrics.count_fits(fits)
         except (InvalidInput, *SCORING_ERRORS) as exc:
             code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(exc, InvalidInput) else status_for(exc)
             return pb.ScoreStreamResponse(request_id=request.request_id, model_version=version,
                                           error=pb.Error(code=code.value[0], message=str(exc)))
         return pb.ScoreStreamResponse(request_id=request.request_id, model_version=version,
-                                      results=[to_proto(r, i) for r, i in zip(results, request.images, strict=True)])
+                                      results=[to_proto(*answer) for answer in zip(results, request.images, fits,
+                                                                                    strict=True)])
 
     async def GetModelInfo(self, request, context) -> pb.ModelInfo:
         info = self.scorer.model_info

@@ -47,6 +47,7 @@ class Manifest(BaseModel):
     variants: dict[str, str] = Field(default_factory=lambda: {"fp32": VARIANT_FILES["fp32"]})
     training: dict[str, Any] = Field(default_factory=dict)    # data description and hash, config
     metrics: dict[str, Any] = Field(default_factory=dict)     # test-set metrics, variant accuracy
+    fit: dict[str, Any] = Field(default_factory=dict)         # stedq.fit.FitStatistics of the training images
     stedq_version: str = ""
     created: str = ""                                         # ISO 8601, UTC
 

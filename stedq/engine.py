@@ -21,6 +21,7 @@ import onnxruntime as ort
 
 import stedq
 from stedq.bundle import BundleError, Manifest, Normalization, read_manifest, variant_path
+from stedq.fit import FitStatistics
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class EngineInfo:
     device: str                    # cpu | cuda
     note: str = ""                 # e.g. why `--device auto` fell back to the CPU
     metadata: dict[str, str] = field(default_factory=dict)
+    fit: FitStatistics | None = None   # what the training images span (None: the bundle does not say)
 
 
 def resolve_model_path(model: Path | None) -> Path:
@@ -164,13 +166,15 @@ class Engine:
             raise EngineError(f"{onnx_path}: input {self.input_name!r} has shape {shape}, expected "
                               f"[N, 1, {height}, {width}]")
         metadata = _metadata_strings({"training": manifest.training, "metrics": manifest.metrics,
-                                      "created": manifest.created, "stedq_version": manifest.stedq_version})
+                                      "created": manifest.created, "stedq_version": manifest.stedq_version,
+                                      "fit": manifest.fit})
         self.info = EngineInfo(
             name=manifest.name, version=manifest.version, path=onnx_path, variant=chosen,
             input_height=height, input_width=width, mean=list(manifest.normalization.mean),
             std=list(manifest.normalization.std), providers=in_use,
             device="cuda" if CUDA in in_use else "cpu", note=note,
-            metadata={k: v for k, v in metadata.items() if v not in ("", "{}")})
+            metadata={k: v for k, v in metadata.items() if v not in ("", "{}")},
+            fit=FitStatistics.from_dict(manifest.fit) if manifest.fit else None)
         if note:
             log.warning(note)
 

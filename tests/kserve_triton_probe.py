@@ -34,9 +34,10 @@ def raw_infer(client: tc.InferenceServerClient, model: str, images: np.ndarray, 
     image = tc.InferInput("image", list(images.shape), datatype)
     image.set_data_from_numpy(images)
     result = client.infer(model, [image], request_id=request_id,
-                          outputs=[tc.InferRequestedOutput("score")])
+                          outputs=[tc.InferRequestedOutput("score"), tc.InferRequestedOutput("fit")])
     response = result.get_response()
     return {"scores": result.as_numpy("score").tolist(), "id": response.id,
+            "fit": [v.decode() for v in result.as_numpy("fit").ravel()],
             "model_name": response.model_name, "model_version": response.model_version,
             "raw_outputs": len(response.raw_output_contents)}
 

@@ -79,7 +79,7 @@ def test_score_files_of_each_format_with_outputs_and_maps(server, folder, images
         assert png.format == "PNG" and png.width > 600 and png.height > 300
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["field.tif.map.png"]
     table = result.stdout.splitlines()
-    assert table[0].split() == ["file", "frame", "size", "score", "tiles"] and len(table) == 8
+    assert table[0].split() == ["file", "frame", "size", "score", "fit", "tiles"] and len(table) == 8
     assert any(line.split()[-1] == "2x4" and "field.tif" in line for line in table)
 
 

@@ -102,8 +102,9 @@ def typed_request(images: np.ndarray, datatype: str = "FP32", **fields) -> pb.Mo
 
 
 def raw_scores(response: pb.ModelInferResponse) -> np.ndarray:
-    (output,) = response.outputs
-    assert (output.name, output.datatype) == ("score", "FP32")
+    output, fit = response.outputs   # every output when none is requested: score, then the fit verdicts
+    assert (output.name, output.datatype, fit.name, fit.datatype) == ("score", "FP32", "fit", "BYTES")
+    assert len(response.raw_output_contents) == 2
     return np.frombuffer(response.raw_output_contents[0], "<f4").reshape(list(output.shape))
 
 
@@ -137,7 +138,8 @@ def test_tritonclient_interop(server, reference, version, tmp_path):
     assert metadata["name"] == MODEL and metadata["versions"] == [version]
     assert metadata["platform"] == "onnxruntime_onnx"
     assert metadata["inputs"] == [{"name": "image", "datatype": "FP32", "shape": ["-1", "1", "-1", "-1"]}]
-    assert metadata["outputs"] == [{"name": "score", "datatype": "FP32", "shape": ["-1", "1"]}]
+    assert metadata["outputs"] == [{"name": "score", "datatype": "FP32", "shape": ["-1", "1"]},
+                                   {"name": "fit", "datatype": "BYTES", "shape": ["-1", "1"]}]
 
     expected = {
         "fp32": reference(fp32),
@@ -147,7 +149,8 @@ def test_tritonclient_interop(server, reference, version, tmp_path):
     assert len(set(np.round(expected["fp32"], 6))) == 3, "test images must get distinct scores"
     for key, want in expected.items():
         got = seen[f"raw_{key}"]
-        assert got["id"] == f"raw-{key}" and got["raw_outputs"] == 1
+        assert got["id"] == f"raw-{key}" and got["raw_outputs"] == 2   # score and fit
+        assert len(got["fit"]) == len(want) and all(v for v in got["fit"])   # tritonclient decodes BYTES
         assert (got["model_name"], got["model_version"]) == (MODEL, version)
         np.testing.assert_allclose(np.array(got["scores"]).reshape(-1), want, rtol=0, atol=1e-6)
         assert np.array(got["scores"]).shape == (len(want), 1)

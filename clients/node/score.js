@@ -59,7 +59,7 @@ async function main() {
         results.forEach((result, frame) => rows.push({
           file, frame: images.length > 1 ? frame : null, height: images[frame].height,
           width: images[frame].width, score: result.score,
-          tiles: result.map ? `${result.map.rows}x${result.map.cols}` : "",
+          fit: result.fit, tiles: result.map ? `${result.map.rows}x${result.map.cols}` : "",
         }));
       } catch (error) {
         if (error.codeName === "UNAVAILABLE" || error.codeName === "DEADLINE_EXCEEDED") {
@@ -78,7 +78,7 @@ async function main() {
   } else {
     for (const row of rows) {
       const name = row.frame === null ? row.file : `${row.file}[${row.frame}]`;
-      console.log(`${name}\t${row.height}x${row.width}\t${row.score.toFixed(4)}${row.tiles ? "\t" + row.tiles : ""}`);
+      console.log(`${name}\t${row.height}x${row.width}\t${row.score.toFixed(4)}\t${row.fit.join(",")}${row.tiles ? "\t" + row.tiles : ""}`);
     }
   }
   return failed ? 1 : 0;

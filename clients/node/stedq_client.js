@@ -172,7 +172,7 @@ class QualityClient {
   }
 
   // images: [{ data: Buffer, dtype: "uint8"|"uint16"|"int16"|"uint32"|"float32", height, width,
-  // intensity? }] -> [{ score, map }].
+  // intensity? }] -> [{ score, map, fit }] (fit: ["ok"] or the reasons the image is outside the training data).
   // Batches larger than the message limit are sent as several requests, in order.
   async score(images) {
     const results = [];
@@ -181,7 +181,9 @@ class QualityClient {
       if (response.results.length !== chunk.length) {
         throw new StedqError(grpc.status.INTERNAL, `server answered ${response.results.length} results for ${chunk.length} images`, this.target);
       }
-      for (const result of response.results) results.push({ score: result.score, map: result.map || null });
+      for (const result of response.results) {
+        results.push({ score: result.score, map: result.map || null, fit: result.fit || [] });
+      }
     }
     return results;
   }

@@ -64,6 +64,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("folder", type=Path, help="dataset folder")
     check.set_defaults(func=_check)
 
+    fit = data_sub.add_parser(
+        "fit", help="does the model fit these images? the fit verdict per file",
+        description="Read every image of a folder (or files, globs) as `stedq score` does and say, per file "
+                    "and frame, whether it lies inside what the model was trained on: 'ok', or the reasons "
+                    "(counts_high, counts_low, saturated, stretched, normalised, offset, pixel_size, "
+                    "no_structure; docs/server.md). No server and no labels needed. Exit status 1 when any "
+                    "file is flagged or unreadable.")
+    fit.add_argument("paths", nargs="+", type=str, metavar="PATH", help="files, folders or globs")
+    fit.add_argument("--model", type=Path, default=None, metavar="BUNDLE",
+                     help="bundle whose training statistics to compare with (default: the bundled model)")
+    fit.add_argument("--json", metavar="FILE", help="write the verdicts as JSON (- for stdout)")
+    fit.set_defaults(func=_fit)
+
 
 def _synth(args: argparse.Namespace) -> int:
     from stedq.training.data.synth import generate
@@ -75,6 +88,56 @@ def _synth(args: argparse.Namespace) -> int:
              progress=not args.no_progress)
     print(f"wrote {', '.join(f'{n} {s}' for s, n in counts.items())} images under {args.out}")
     return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    import json
+
+    import stedq
+    from stedq.bundle import BundleError, read_manifest
+    from stedq.files import ReadError, expand_paths, read_frames
+    from stedq.fit import FIT_OK, FitStatistics, check_fit
+    from stedq.pixels import InvalidInput, to_model_input
+
+    bundle = args.model or stedq.DEFAULT_MODEL_DIR
+    try:
+        manifest = read_manifest(bundle)
+    except BundleError as exc:
+        raise SystemExit(f"stedq data fit: {exc}") from None
+    if not manifest.fit:
+        raise SystemExit(f"stedq data fit: {bundle} carries no training statistics (export it again)")
+    stats = FitStatistics.from_dict(manifest.fit)
+    files, errors = expand_paths(args.paths)
+    rows = [{"file": e.path, "frame": "", "fit": [], "error": e.problem} for e in errors]
+    for path in files:
+        try:
+            frames = read_frames(path)
+        except ReadError as exc:
+            rows.append({"file": exc.path, "frame": "", "fit": [], "error": exc.problem})
+            continue
+        for frame in frames:
+            try:
+                image = to_model_input(frame.image, frame.intensity)
+            except InvalidInput as exc:
+                rows.append({"file": frame.path, "frame": frame.frame, "fit": [], "error": str(exc)})
+                continue
+            rows.append({"file": frame.path, "frame": frame.frame, "error": "", "fit": check_fit(
+                image, stats, dtype=frame.image.dtype.name, intensity=frame.intensity,
+                pixel_size_nm=frame.pixel_size_nm)})
+    if args.json:
+        text = json.dumps({"model": {"name": manifest.name, "version": manifest.version}, "results": rows},
+                          indent=2)
+        print(text) if args.json == "-" else Path(args.json).write_text(text + "\n")
+    if args.json != "-":
+        width = max([len(r["file"] + r["frame"]) + 2 for r in rows] + [4])
+        for row in rows:
+            name = f"{row['file']}[{row['frame']}]" if row["frame"] else row["file"]
+            print(f"{name:<{width}}  {row['error'] or ', '.join(row['fit'])}")
+    flagged = [r for r in rows if r["error"] or r["fit"] != [FIT_OK]]
+    if flagged and args.json != "-":
+        print(f"{len(flagged)} of {len(rows)} images flagged or unreadable (model {manifest.version})",
+              file=sys.stderr)
+    return 1 if flagged else 0
 
 
 def _preview(args: argparse.Namespace) -> int:

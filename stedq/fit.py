@@ -1,0 +1,125 @@
+"""Does the model fit this image? A verdict on every result: `ok`, or the reasons the image lies outside
+what the model was trained on.
+
+A few cheap statistics of the image as photon counts (the pixel contract's model input × 65535) are
+compared with the ranges the training images span (`FitStatistics`, computed by `stedq export` from the
+training split and carried in the bundle's manifest):
+
+| reason | when |
+|---|---|
+| `counts_high` / `counts_low` | peak counts (99.9th percentile) far outside the training range |
+| `saturated` | at least 0.2 % of the pixels sit at the image's maximum (a clipped detector or file) |
+| `stretched` | an integer image that reaches its dtype's maximum (255, 65535) with few pixels there: rescaled to the dtype's range, not counts |
+| `normalised` | float values on the model scale that are not counts / 65535 (a normalised image) |
+| `offset` | a background (5th percentile) far above anything trained on: a calibration offset left in |
+| `pixel_size` | the file states a pixel size outside the trained range |
+| `no_structure` | flat, or neighbouring pixels as unrelated as noise (lag-1 correlation below the training range) |
+
+Numpy only: the server runs it on every image of a request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from stedq.pixels import MODEL_COUNTS_PER_UNIT, Intensity
+
+FIT_OK = "ok"
+REASONS = ("counts_high", "counts_low", "saturated", "stretched", "normalised", "offset", "pixel_size",
+           "no_structure")
+DTYPE_MAX = {"uint8": 255, "uint16": 65535}
+SATURATED_SHARE = 0.002   # share of pixels at the maximum that means clipping, not one bright pixel
+FAR = 4.0                 # "far" outside a range: by this factor
+
+
+@dataclass(frozen=True)
+class FitStatistics:
+    """What the training images span (0.5th to 99.5th percentiles over the training split)."""
+
+    peak_low: float
+    peak_high: float
+    background_high: float
+    neighbour_correlation_low: float
+    pixel_nm_low: float = 15.0
+    pixel_nm_high: float = 25.0
+    images: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict) -> FitStatistics:
+        return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+ROW_STEP = 4   # the statistics read every 4th row (and the row below it): a quarter of the pixels
+
+
+def neighbour_correlation(counts: np.ndarray, step: int = 1) -> float:
+    """Correlation of pixels with their right and lower neighbours (on every `step`-th row): ~0 for noise
+    or shuffled pixels, high where the point-spread function spreads structure over several pixels."""
+    values = np.asarray(counts, np.float32)
+    rows, below = values[:-1:step], values[1::step]
+    mean = values.mean(dtype=np.float64)
+    variance = float(values.var(dtype=np.float64))
+    if variance == 0.0 or values.shape[0] < 2 or values.shape[1] < 2:
+        return 0.0
+    centred, centred_below = rows - np.float32(mean), below[:len(rows)] - np.float32(mean)
+    across = float((centred[:, 1:] * centred[:, :-1]).mean(dtype=np.float64))
+    down = float((centred * centred_below).mean(dtype=np.float64))
+    return (across + down) / (2.0 * variance)
+
+
+def image_features(model_input: np.ndarray) -> dict[str, float]:
+    """Cheap statistics of one image as photon counts (about 0.3 ms for 224×224 on one core)."""
+    counts = np.asarray(model_input, np.float32) * np.float32(MODEL_COUNTS_PER_UNIT)
+    sample = counts[::ROW_STEP].ravel()
+    high, low = int(0.999 * (sample.size - 1)), int(0.05 * (sample.size - 1))
+    ordered = np.partition(sample, (low, high))
+    top = float(counts.max())
+    return {"peak_counts": float(ordered[high]), "background_counts": float(ordered[low]), "max_counts": top,
+            "at_max_share": float(np.count_nonzero(counts == top)) / counts.size,
+            "neighbour_correlation": neighbour_correlation(counts, ROW_STEP)}
+
+
+def statistics(model_inputs, pixel_nm: float = 20.0) -> FitStatistics:
+    """The ranges of a set of training images (model input), for the bundle's manifest."""
+    features = [image_features(image) for image in model_inputs]
+    peaks = [f["peak_counts"] for f in features]
+    return FitStatistics(
+        peak_low=float(np.percentile(peaks, 0.5)), peak_high=float(np.percentile(peaks, 99.5)),
+        background_high=float(np.percentile([f["background_counts"] for f in features], 99.5)),
+        neighbour_correlation_low=float(np.percentile([f["neighbour_correlation"] for f in features], 0.5)),
+        pixel_nm_low=0.75 * pixel_nm, pixel_nm_high=1.25 * pixel_nm, images=len(features))
+
+
+def check_fit(model_input: np.ndarray, stats: FitStatistics | None, *, dtype: str = "uint16",
+              intensity: Intensity | str | None = None, pixel_size_nm: float | None = None) -> list[str]:
+    """The reasons the image lies outside the training distribution, or [FIT_OK]. `dtype` and
+    `intensity` are the image's as sent (before the pixel contract made it model input)."""
+    if stats is None:
+        return [FIT_OK]
+    f = image_features(model_input)
+    reasons = []
+    if f["peak_counts"] > FAR * stats.peak_high:
+        reasons.append("counts_high")
+    elif f["peak_counts"] < stats.peak_low / FAR:
+        reasons.append("counts_low")
+    limit = DTYPE_MAX.get(dtype)
+    if f["at_max_share"] >= SATURATED_SHARE and f["max_counts"] > stats.peak_low:
+        reasons.append("saturated")
+    elif limit is not None and f["max_counts"] == limit:
+        reasons.append("stretched")
+    if dtype == "float32" and str(getattr(intensity, "value", intensity) or "model_scale") == "model_scale":
+        counts = np.asarray(model_input, np.float64) * MODEL_COUNTS_PER_UNIT
+        if np.abs(counts - np.round(counts)).mean() > 0.05:
+            reasons.append("normalised")
+    if f["background_counts"] > max(FAR * 25.0 * (stats.background_high + 1.0), 100.0):
+        reasons.append("offset")
+    if pixel_size_nm and not stats.pixel_nm_low <= pixel_size_nm <= stats.pixel_nm_high:
+        reasons.append("pixel_size")
+    if f["neighbour_correlation"] < 0.5 * stats.neighbour_correlation_low:
+        reasons.append("no_structure")
+    return reasons or [FIT_OK]
