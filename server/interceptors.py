@@ -1,14 +1,18 @@
-"""Server interceptors: request metrics for the scoring services, and bearer-token auth."""
+"""Server interceptors: request metrics for the scoring services, bearer-token auth, and request bytes
+that do not parse answered INVALID_ARGUMENT (never UNKNOWN with a traceback)."""
 
 from __future__ import annotations
 
 import hmac
 import inspect
+import logging
 import time
 
 import grpc
 
 from stedq.server.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 # RPCs of these services are metered; health checks and reflection are not (a Watch stream lives for
 # the whole connection and would sit in the in-flight gauge forever).
@@ -95,6 +99,90 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                     finish(started, context, error)
 
         return handler._replace(**{kind: metered})
+
+
+class Undecodable:
+    """What a guarded deserializer returns for bytes that are not a valid request message."""
+
+    def __init__(self, type_name: str, error: Exception):
+        self.message = f"the request is not a valid {type_name} message ({type(error).__name__}: {error})"
+
+
+def _guarded(deserializer):
+    """`deserializer` that returns Undecodable instead of raising (grpc.aio would answer UNKNOWN and log
+    a traceback per request: a log flood any client can cause)."""
+    owner = getattr(deserializer, "__self__", None)
+    type_name = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "request")
+
+    def parse(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - DecodeError and whatever a custom deserializer raises
+            return Undecodable(type_name, exc)
+    return parse
+
+
+class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
+    """Every service's request bytes parsed by a guarded deserializer; a request that does not parse
+    gets INVALID_ARGUMENT naming its message type, and one short log line (rate-limited)."""
+
+    def __init__(self, log_every_s: float = 10.0):
+        self.log_every_s = log_every_s
+        self._last_log, self._suppressed = 0.0, 0
+
+    def _note(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_log >= self.log_every_s:
+            more = f" (and {self._suppressed} more since the last line)" if self._suppressed else ""
+            log.warning("refused a request that does not parse: %s%s", message, more)
+            self._last_log, self._suppressed = now, 0
+        else:
+            self._suppressed += 1
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        kind = _kind(handler)
+        behavior = getattr(handler, kind)
+        note = self._note
+
+        async def refuse(context, request: Undecodable):
+            note(f"{handler_call_details.method}: {request.message}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+
+        if handler.request_streaming:
+            async def checked_stream(requests, context):
+                async for request in requests:
+                    if isinstance(request, Undecodable):
+                        await refuse(context, request)
+                    yield request
+
+            if handler.response_streaming:
+                async def guarded(requests, context):
+                    async for response in behavior(checked_stream(requests, context), context):
+                        yield response
+            else:
+                async def guarded(requests, context):
+                    return await behavior(checked_stream(requests, context), context)
+        elif handler.response_streaming:
+            async def guarded(request, context):
+                if isinstance(request, Undecodable):
+                    await refuse(context, request)
+                result = behavior(request, context)
+                if inspect.isasyncgen(result):
+                    async for response in result:
+                        yield response
+                else:
+                    await result
+        else:
+            async def guarded(request, context):
+                if isinstance(request, Undecodable):
+                    await refuse(context, request)
+                result = behavior(request, context)
+                return await result if inspect.isawaitable(result) else result
+
+        return handler._replace(request_deserializer=_guarded(handler.request_deserializer), **{kind: guarded})
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
