@@ -64,15 +64,20 @@ class StreamScorer:
 
     def __init__(self, client):
         self._outbox: queue.Queue = queue.Queue()
-        self._answers = client.stream(self._requests())
+        # errors come back as results: a rejected frame must not end the stream for the next ones
+        self._answers = client.stream(self._requests(), raise_on_error=False)
 
     def _requests(self):
         while (image := self._outbox.get()) is not self._END:
             yield image
 
     def __call__(self, image: np.ndarray, info: dict | None = None) -> float:
+        """The image's score; QualityError if the server rejected it (the stream stays usable)."""
         self._outbox.put(image)
-        return float(next(self._answers).scores[0])
+        result = next(self._answers)
+        if result.error is not None:
+            raise result.error
+        return float(result.scores[0])
 
     def close(self) -> None:
         self._outbox.put(self._END)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 import grpc
 import numpy as np
@@ -15,6 +16,7 @@ from stedq.server.status import SCORING_ERRORS, deadline_of, score_or_abort, sta
 from stedq.v1 import quality_pb2 as pb
 from stedq.v1 import quality_pb2_grpc as pb_grpc
 
+log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["QualityService"].full_name
 # Requests bigger than this are decoded in a worker thread, so a huge upload does not stall the
 # event loop (and every other client) while its pixels are converted.
@@ -82,16 +84,28 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
         pending: set[asyncio.Task] = set()
 
         async def answer(request: pb.ScoreStreamRequest) -> None:
-            answers.put_nowait(await self._answer(request, context))
+            try:
+                response = await self._answer(request, context)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - every request is answered, whatever failed
+                log.exception("stream request %r failed", request.request_id)
+                response = pb.ScoreStreamResponse(
+                    request_id=request.request_id, error=pb.Error(
+                        code=grpc.StatusCode.INTERNAL.value[0],
+                        message=f"internal error scoring request {request.request_id!r} (logged by the server)"))
+            answers.put_nowait(response)
 
         async def read() -> None:
-            async for request in request_iterator:
-                task = asyncio.ensure_future(answer(request))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-            if pending:
-                await asyncio.gather(*pending)
-            answers.put_nowait(None)
+            try:
+                async for request in request_iterator:
+                    task = asyncio.ensure_future(answer(request))   # answers before it ends, never raises
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                if pending:
+                    await asyncio.gather(*pending)
+            finally:
+                answers.put_nowait(None)   # the writer never waits for a reader that has stopped
 
         reader = asyncio.ensure_future(read())
         try:
