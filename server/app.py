@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from stedq.engine import Engine, EngineError, resolve_model_path, watched_files
 from stedq.pixels import demo_image
-from stedq.server.interceptors import DecodeGuardInterceptor, MetricsInterceptor, TokenAuthInterceptor
+from stedq.server.interceptors import ErrorBoundaryInterceptor, MetricsInterceptor, TokenAuthInterceptor
 from stedq.server.metrics import Metrics
 from stedq.server.scoring import Scorer
 from stedq.server.servicer import SERVICE_NAME, QualityServicer
@@ -122,7 +122,7 @@ class StedqServer:
         interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
         if settings.token is not None and settings.token.get_secret_value():
             interceptors.append(TokenAuthInterceptor(settings.token.get_secret_value()))
-        interceptors.append(DecodeGuardInterceptor())   # innermost: its refusals are metered and authorized
+        interceptors.append(ErrorBoundaryInterceptor())   # innermost: its answers are metered and authorized
         limit = settings.max_message_mb * 1024 * 1024
         server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),

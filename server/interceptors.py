@@ -3,10 +3,12 @@ that do not parse answered INVALID_ARGUMENT (never UNKNOWN with a traceback)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import inspect
 import logging
 import time
+import uuid
 
 import grpc
 
@@ -20,6 +22,8 @@ METERED_SERVICES = frozenset({"stedq.v1.QualityService", "inference.GRPCInferenc
 # Probes (kubelet, the container HEALTHCHECK) cannot send a token, so health needs none.
 UNAUTHENTICATED_SERVICES = frozenset({"grpc.health.v1.Health"})
 
+# What a servicer may raise on purpose: an abort (the status is already set) or a cancellation.
+EXPECTED = (grpc.aio.AbortError, asyncio.CancelledError)
 _KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 
 
@@ -122,9 +126,11 @@ def _guarded(deserializer):
     return parse
 
 
-class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
-    """Every service's request bytes parsed by a guarded deserializer; a request that does not parse
-    gets INVALID_ARGUMENT naming its message type, and one short log line (rate-limited)."""
+class ErrorBoundaryInterceptor(grpc.aio.ServerInterceptor):
+    """The one place where what escapes a servicer becomes a status: every service's request bytes are
+    parsed by a guarded deserializer (a request that does not parse gets INVALID_ARGUMENT naming its
+    message type, and one rate-limited log line), and an unexpected exception becomes INTERNAL with a
+    request id that also appears in one log line. UNKNOWN never leaves the server."""
 
     def __init__(self, log_every_s: float = 10.0):
         self.log_every_s = log_every_s
@@ -147,40 +153,55 @@ class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
         behavior = getattr(handler, kind)
         note = self._note
 
+        method = handler_call_details.method
+
         async def refuse(context, request: Undecodable):
-            note(f"{handler_call_details.method}: {request.message}")
+            note(f"{method}: {request.message}")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
 
-        if handler.request_streaming:
-            async def checked_stream(requests, context):
-                async for request in requests:
-                    if isinstance(request, Undecodable):
-                        await refuse(context, request)
-                    yield request
+        async def internal(context, error: Exception):
+            request_id = uuid.uuid4().hex[:12]
+            log.error("request %s to %s failed unexpectedly: %s: %s", request_id, method, type(error).__name__,
+                      error)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id}); the "
+                                                          f"server log has the details")
 
-            if handler.response_streaming:
-                async def guarded(requests, context):
-                    async for response in behavior(checked_stream(requests, context), context):
-                        yield response
-            else:
-                async def guarded(requests, context):
-                    return await behavior(checked_stream(requests, context), context)
-        elif handler.response_streaming:
-            async def guarded(request, context):
+        async def checked_stream(requests, context):
+            async for request in requests:
                 if isinstance(request, Undecodable):
                     await refuse(context, request)
-                result = behavior(request, context)
-                if inspect.isasyncgen(result):
-                    async for response in result:
-                        yield response
-                else:
-                    await result
+                yield request
+
+        if handler.response_streaming:
+            async def guarded(request, context):
+                if handler.request_streaming:
+                    request = checked_stream(request, context)
+                elif isinstance(request, Undecodable):
+                    await refuse(context, request)
+                try:
+                    result = behavior(request, context)
+                    if inspect.isasyncgen(result):
+                        async for response in result:
+                            yield response
+                    else:
+                        await result
+                except EXPECTED:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the boundary: anything else is INTERNAL
+                    await internal(context, exc)
         else:
             async def guarded(request, context):
-                if isinstance(request, Undecodable):
+                if handler.request_streaming:
+                    request = checked_stream(request, context)
+                elif isinstance(request, Undecodable):
                     await refuse(context, request)
-                result = behavior(request, context)
-                return await result if inspect.isawaitable(result) else result
+                try:
+                    result = behavior(request, context)
+                    return await result if inspect.isawaitable(result) else result
+                except EXPECTED:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the boundary: anything else is INTERNAL
+                    await internal(context, exc)
 
         return handler._replace(request_deserializer=_guarded(handler.request_deserializer), **{kind: guarded})
 

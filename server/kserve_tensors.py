@@ -51,16 +51,14 @@ def _shape_text(shape: Sequence[int]) -> str:
 
 
 def _image_shape(tensor: pb.ModelInferRequest.InferInputTensor) -> tuple[int, int, int]:
-    """(N, H, W) of a [N, 1, H, W] or [N, H, W] tensor of images from MIN_IMAGE_SIZE px up."""
+    """(N, H, W) of a [N, 1, H, W] tensor of images from MIN_IMAGE_SIZE px up: the rank and channel
+    count the model metadata declares ([-1, 1, -1, -1]), nothing else."""
     shape = list(tensor.shape)
     where = f"input '{tensor.name}'"
-    expected = "[N, 1, H, W] or [N, H, W]"
-    if len(shape) == 4 and shape[1] == 1:
-        n, h, w = shape[0], shape[2], shape[3]
-    elif len(shape) == 3:
-        n, h, w = shape
-    else:
-        raise InvalidInput(f"{where}: shape {_shape_text(shape)} is not {expected}")
+    if len(shape) != 4 or shape[1] != 1:
+        raise InvalidInput(f"{where}: shape {_shape_text(shape)} is not [N, 1, H, W] (the model metadata "
+                           f"declares [-1, 1, -1, -1]: N images of one channel, H and W from 64 up)")
+    n, h, w = shape[0], shape[2], shape[3]
     if min(shape) < 0:
         raise InvalidInput(f"{where}: shape {_shape_text(shape)} has a negative dimension; give the actual "
                            f"sizes (N is the number of images sent)")

@@ -62,7 +62,7 @@ def typed_infer(stub, model: str, images: np.ndarray, datatype: str, request_id:
 def main() -> None:
     url, model, path = sys.argv[1:4]
     data = np.load(path)
-    fp32, u16 = data["fp32"], data["u16"]
+    fp32, u16 = data["fp32"], data["u16"][:, None]   # [N, 1, H, W], as the model metadata declares
     client = tc.InferenceServerClient(url=url)
     report: dict = {
         "server_live": client.is_server_live(),

@@ -80,7 +80,7 @@ def test_kserve_v2_takes_every_dtype_as_counts(server, scored):
             assert abs(score - scored["counts_uint16.tif"]) <= SAME, datatype
             del request.inputs[:]
             del request.raw_input_contents[:]
-        typed = request.inputs.add(name="image", datatype="INT16", shape=[1, 224, 224])
+        typed = request.inputs.add(name="image", datatype="INT16", shape=[1, 1, 224, 224])
         typed.contents.int_contents.extend(counts.ravel().tolist())
         score = stub.ModelInfer(request, timeout=30).outputs[0].contents.fp32_contents[0]
         assert abs(score - scored["counts_uint16.tif"]) <= SAME

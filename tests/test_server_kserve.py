@@ -192,7 +192,7 @@ def test_raw_and_typed_agree_with_onnxruntime(stub, reference, version):
     raw = stub.ModelInfer(raw_request(images, id="r1"), timeout=30)
     assert raw.id == "r1" and raw.model_version == version
     np.testing.assert_allclose(raw_scores(raw).reshape(-1), want, rtol=0, atol=1e-6)
-    typed = stub.ModelInfer(typed_request(images[:, 0], id="t1"), timeout=30)  # [N, 224, 224] works too
+    typed = stub.ModelInfer(typed_request(images, id="t1"), timeout=30)
     assert typed.id == "t1" and not typed.raw_output_contents
     assert list(typed.outputs[0].shape) == [4, 1]
     np.testing.assert_allclose(typed.outputs[0].contents.fp32_contents, want, rtol=0, atol=1e-6)
@@ -234,7 +234,8 @@ def _bad_requests() -> dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, st
     case("negative N", unknown_n, "shape [-1, 1, 224, 224] has a negative dimension")
     case("small image", raw_request(np.zeros((1, 1, 63, 100), np.float32)),
          "shape [1, 1, 63, 100]: image is 63x100, smaller than the minimum 64x64")
-    case("two channels", raw_request(np.zeros((1, 2, 224, 224), np.float32)), "is not [N, 1, H, W] or [N, H, W]")
+    case("rank 3", raw_request(np.zeros((1, 224, 224), np.float32)), "shape [1, 224, 224] is not [N, 1, H, W]")
+    case("two channels", raw_request(np.zeros((1, 2, 224, 224), np.float32)), "is not [N, 1, H, W] (the model metadata declares [-1, 1, -1, -1]")
     short = raw_request(one)
     short.raw_input_contents[0] = short.raw_input_contents[0][:-4]
     case("raw length", short, "has 200700 bytes, expected 200704")
@@ -255,10 +256,10 @@ def _bad_requests() -> dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, st
     case("NaN raw", raw_request(nan), "1 NaN/Inf pixel")
     case("NaN typed", typed_request(nan), "image 0: float32 image has 1 NaN/Inf")
     case("out of range", raw_request(one + 1.5), "must be in [0, 1]")
-    big = typed_request(np.zeros((1, 224, 224), np.uint16), "UINT16")
+    big = typed_request(np.zeros((1, 1, 224, 224), np.uint16), "UINT16")
     big.inputs[0].contents.uint_contents[7] = 70000
     case("uint16 range", big, "outside the uint16 range")
-    case("over the limit", raw_request(np.zeros((MAX_QUEUE + 1, 224, 224), np.uint8), "UINT8"),
+    case("over the limit", raw_request(np.zeros((MAX_QUEUE + 1, 1, 224, 224), np.uint8), "UINT8"),
          "per-request limit")
     unknown_output = raw_request(one)
     unknown_output.outputs.add(name="quality_map")

@@ -59,3 +59,24 @@ def test_every_stream_request_is_answered_once_even_when_the_scorer_fails(server
     by_id = {a.request_id: a for a in answers}
     assert by_id["r1"].error.code == grpc.StatusCode.INTERNAL.value[0] and "r1" in by_id["r1"].error.message
     assert len(by_id["r0"].results) == 1 and len(by_id["r2"].results) == 1
+
+
+def test_an_unexpected_error_is_internal_with_a_request_id_in_one_log_line(server, caplog):
+    scorer = server.server.scorer
+    real_score = scorer.score
+
+    async def broken(batch, **kwargs):
+        raise RuntimeError("injected fault")
+
+    scorer.score = broken
+    try:
+        with grpc.insecure_channel(server.address) as channel, caplog.at_level("ERROR"):
+            stub = pb_grpc.QualityServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as error:
+                stub.Score(pb.ScoreRequest(images=[pb_image(np.zeros((224, 224), np.uint16))]), timeout=30)
+    finally:
+        scorer.score = real_score
+    assert error.value.code() == grpc.StatusCode.INTERNAL
+    request_id = error.value.details().split("request id ")[1].split(")")[0]
+    lines = [r.getMessage() for r in caplog.records if request_id in r.getMessage()]
+    assert len(lines) == 1 and "RuntimeError: injected fault" in lines[0] and "/stedq.v1.QualityService/Score" in lines[0]
