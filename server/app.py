@@ -108,6 +108,13 @@ class StedqServer:
         await self.open()
         await self.warm_up()
 
+    def _batcher_alive(self, alive: bool) -> None:
+        """Health follows the batcher: NOT_SERVING from the moment its loop dies until the new one runs."""
+        if self._stopping:
+            return
+        for name in ("", *self.scoring_services):
+            asyncio.ensure_future(self.health.set(name, SERVING if alive else NOT_SERVING))
+
     async def open(self) -> None:
         """Load the model and open the ports; health stays NOT_SERVING until warm_up()."""
         settings = self.settings
@@ -117,6 +124,7 @@ class StedqServer:
         except EngineError as exc:
             raise StartupError(str(exc)) from None
         self.scorer = Scorer(engine, settings, self.metrics)
+        self.scorer.batcher.on_alive = self._batcher_alive
         credentials = _server_credentials(settings)
 
         interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics)]

@@ -46,6 +46,10 @@ class BatcherClosed(BatcherError):
     """The server is shutting down and accepts no new work (UNAVAILABLE)."""
 
 
+class BatcherRestarted(BatcherError):
+    """The collect loop died with this request queued; it was restarted, the request can be sent again."""
+
+
 class InferenceFailed(BatcherError):
     """`infer` raised; every request in that batch gets this (INTERNAL)."""
 
@@ -87,6 +91,9 @@ class DynamicBatcher:
         self._task: asyncio.Task | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stedq-infer")
         self._closing = False
+        self.restarts = 0
+        # Told False when the collect loop dies and True once a new one runs (the app's health follows).
+        self.on_alive: Callable[[bool], Any] | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -95,7 +102,30 @@ class DynamicBatcher:
     async def start(self) -> None:
         if self._task is None:
             self._wakeup = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._collect(), name="stedq-batcher")
+            self._spawn()
+
+    def _spawn(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._collect(), name="stedq-batcher")
+        self._task.add_done_callback(self._supervise)
+
+    def _supervise(self, task: asyncio.Task) -> None:
+        """A collect loop that ended by itself is a bug: fail what waits on it at once (UNAVAILABLE,
+        not a deadline later), say so, and start a new loop."""
+        if task.cancelled() or self._closing or task is not self._task:
+            return
+        error = task.exception()
+        log.error("the batcher's collect loop died (%s: %s); failing %d queued request(s) and restarting it",
+                  type(error).__name__, error, len(self._queue))
+        if self.on_alive is not None:
+            self.on_alive(False)
+        for request in [*self._running, *self._queue]:
+            self._fail(request, BatcherRestarted("the server's batcher failed and was restarted; send the "
+                                                 "request again"))
+        self._busy = False
+        self.restarts += 1
+        self._spawn()
+        if self.on_alive is not None:
+            self.on_alive(True)
 
     async def submit(self, rows: np.ndarray, *, deadline: float | None = None) -> np.ndarray:
         """Queue `rows` (N, ...) and wait for their (N,) results, in order."""
@@ -137,6 +167,7 @@ class DynamicBatcher:
 
     # --- internals
     _busy = False
+    _running: list = []   # requests of the batch being formed or run (failed too if the loop dies)
 
     def _set_depth(self, rows: int) -> None:
         self._queued_rows = rows
@@ -165,10 +196,12 @@ class DynamicBatcher:
             self._busy = True  # from taking rows until their results are out (close() waits on it)
             try:
                 parts = await self._form_batch(linger=not idle)
+                self._running = [request for request, _, _ in parts]
                 if parts:
                     await self._run(parts)
             finally:
                 self._busy = False
+            self._running = []
             idle = False  # work queued while this batch ran means load: the next batch lingers
 
     async def _form_batch(self, linger: bool = True) -> list[tuple[_Request, int, int]]:

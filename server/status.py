@@ -8,7 +8,13 @@ import grpc
 import numpy as np
 
 from stedq.pixels import InvalidInput
-from stedq.server.batching import BatcherClosed, DeadlineExceeded, InferenceFailed, QueueFull
+from stedq.server.batching import (
+    BatcherClosed,
+    BatcherRestarted,
+    DeadlineExceeded,
+    InferenceFailed,
+    QueueFull,
+)
 from stedq.server.scoring import ImageScore, Scorer
 
 _CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
@@ -16,6 +22,7 @@ _CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
     (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (BatcherClosed, grpc.StatusCode.UNAVAILABLE),
+    (BatcherRestarted, grpc.StatusCode.UNAVAILABLE),
     (InferenceFailed, grpc.StatusCode.INTERNAL),
 ]
 SCORING_ERRORS = tuple(error for error, _ in _CODES)
