@@ -95,8 +95,7 @@ def score_frames(client: QualityClient, frames: list[Frame], batch_size: int, ma
             if isinstance(exc, QualityError) and exc.code in FATAL_CODES:
                 raise
             if len(batch) == 1:
-                message = f"{exc.code.name}: {exc.details}" if isinstance(exc, QualityError) else str(exc)
-                rows.append(_row(batch[0], error=message.removeprefix("image 0: ")))
+                rows.append(_row(batch[0], error=error_text(exc)))
                 continue
             for frame in batch:
                 score_frames(client, [frame], 1, map_dir, rows)
@@ -105,19 +104,23 @@ def score_frames(client: QualityClient, frames: list[Frame], batch_size: int, ma
             rows.append(result_row(frame, result, client.model_version, map_dir, rows))
 
 
+def error_text(error: Exception) -> str:
+    """An image's error row: the server's code and message, or what made it unsendable."""
+    if isinstance(error, QualityError):
+        return f"{error.code.name}: {error.details}"
+    return str(error).removeprefix("image 0: ")
+
+
 def score_large(client: QualityClient, frame: Frame, limits: Limits, map_dir: Path | None,
                 rows: list[Row]) -> None:
     """One frame over a request's limits, in bands; its row (or error row) appended."""
     try:
         result = score_in_bands(client, frame.image, limits, intensity=frame.intensity,
                                 pixel_size_nm=frame.pixel_size_nm)
-    except QualityError as exc:
-        if exc.code in FATAL_CODES:
+    except (QualityError, ValueError, TypeError) as exc:
+        if isinstance(exc, QualityError) and exc.code in FATAL_CODES:
             raise
-        rows.append(_row(frame, error=f"{exc.code.name}: {exc.details}"))
-        return
-    except (ValueError, TypeError) as exc:
-        rows.append(_row(frame, error=str(exc).removeprefix("image 0: ")))
+        rows.append(_row(frame, error=error_text(exc)))
         return
     rows.append(result_row(frame, result, client.model_version, map_dir, rows))
 

@@ -2,7 +2,8 @@
 
 An image of exactly the model's input size (224x224) gets one score. A larger image is cut into
 tiles by `stedq.tiling` (stride `tile_stride`); its score is the mean of its tile scores, and the
-per-tile scores come back as a row-major quality map. Smaller images are refused (InvalidInput).
+per-tile scores come back as a row-major quality map. A smaller image (from 64 px) is padded to the
+input size by the same module; below 64 px it is refused (InvalidInput).
 
 All tiles of all images of a request go through the dynamic batcher together, so a quality map
 batches like any other request. `swap`/`reload` replace the engine atomically: a batch that already

@@ -1,5 +1,5 @@
-"""How an image of any size from `MIN_IMAGE_SIZE` up becomes model inputs; one rule for the server,
-in-process scoring and the clients' quality-map overlays.
+"""How an image of any size from `stedq.pixels.MIN_IMAGE_SIZE` (64 px) up becomes model inputs; one
+rule for the server, in-process scoring and the clients' quality-map overlays.
 
 - An axis shorter than the model input (224) is padded to it by mirroring the image at its edges
   (numpy's "symmetric" mode, repeated as often as needed), the image centred. On the synthetic test
@@ -15,8 +15,6 @@ in-process scoring and the clients' quality-map overlays.
 from __future__ import annotations
 
 import numpy as np
-
-from stedq.pixels import MIN_IMAGE_SIZE  # noqa: F401  (the size rule lives beside the pixel rule)
 
 
 def pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
