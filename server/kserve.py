@@ -17,7 +17,7 @@ import grpc
 from stedq import __version__
 from stedq.pixels import InvalidInput
 from stedq.server.scoring import Scorer
-from stedq.server.status import score_or_abort
+from stedq.server.status import score_or_abort, status_for
 from stedq.settings import Settings
 
 try:
@@ -93,7 +93,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             decoded = decode_request(request, info.fit)
         except InvalidInput as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(status_for(exc), str(exc))
         results = await score_or_abort(self._scorer, decoded.images, context)
         if self._scorer.metrics is not None:
             self._scorer.metrics.count_fits(decoded.fits)

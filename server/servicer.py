@@ -67,7 +67,7 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
         try:
             images, fits = await decode_images_async(request.images, info.fit)
         except InvalidInput as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(status_for(exc), str(exc))
         version = info.version
         results = await score_or_abort(self.scorer, images, context)
         if self.scorer.metrics is not None:
@@ -127,7 +127,7 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
             if self.scorer.metrics is not None:
                 self.scorer.metrics.count_fits(fits)
         except (InvalidInput, *SCORING_ERRORS) as exc:
-            code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(exc, InvalidInput) else status_for(exc)
+            code = status_for(exc)
             return pb.ScoreStreamResponse(request_id=request.request_id, model_version=version,
                                           error=pb.Error(code=code.value[0], message=str(exc)))
         return pb.ScoreStreamResponse(request_id=request.request_id, model_version=version,
