@@ -255,6 +255,9 @@ def _bad_requests() -> dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, st
     nan[0, 0, 5, 5] = np.nan
     case("NaN raw", raw_request(nan), "1 NaN/Inf pixel")
     case("NaN typed", typed_request(nan), "image 0: float32 image has 1 NaN/Inf")
+    inf = one.copy()
+    inf[0, 0, 5, 5] = np.inf
+    case("Inf raw", raw_request(inf), "image 0: float32 image has 1 NaN/Inf")
     case("out of range", raw_request(one + 1.5), "must be in [0, 1]")
     big = typed_request(np.zeros((1, 1, 224, 224), np.uint16), "UINT16")
     big.inputs[0].contents.uint_contents[7] = 70000
