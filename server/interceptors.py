@@ -172,14 +172,18 @@ class ErrorBoundaryInterceptor(grpc.aio.ServerInterceptor):
                     await refuse(context, request)
                 yield request
 
+        async def checked(request, context):
+            """The request as the servicer should see it: a checked stream, or refused if it did not parse."""
+            if handler.request_streaming:
+                return checked_stream(request, context)
+            if isinstance(request, Undecodable):
+                await refuse(context, request)
+            return request
+
         if handler.response_streaming:
             async def guarded(request, context):
-                if handler.request_streaming:
-                    request = checked_stream(request, context)
-                elif isinstance(request, Undecodable):
-                    await refuse(context, request)
                 try:
-                    result = behavior(request, context)
+                    result = behavior(await checked(request, context), context)
                     if inspect.isasyncgen(result):
                         async for response in result:
                             yield response
@@ -191,12 +195,8 @@ class ErrorBoundaryInterceptor(grpc.aio.ServerInterceptor):
                     await internal(context, exc)
         else:
             async def guarded(request, context):
-                if handler.request_streaming:
-                    request = checked_stream(request, context)
-                elif isinstance(request, Undecodable):
-                    await refuse(context, request)
                 try:
-                    result = behavior(request, context)
+                    result = behavior(await checked(request, context), context)
                     return await result if inspect.isawaitable(result) else result
                 except EXPECTED:
                     raise
