@@ -11,35 +11,50 @@ from stedq.training.data import synth
 from stedq.training.data.microscope import SimulatedMicroscope
 
 GOOD = dict(dwell_time_us=40.0, p_ex_uw=15.0, p_sted_mw=60.0)
-FIELDS = [("actin", 0), ("actin", 2), ("tubulin", 1), ("tubulin", 3)]
+# (structure, seed, synthetic kind or None for the folder's own mix, pixel size nm): every structure of
+# data 2.0 at the ends of the pixel-size range.
+FIELDS = [("actin", 0, None, 20.0), ("actin", 2, None, 20.0), ("tubulin", 1, None, 20.0), ("tubulin", 3, None, 20.0),
+          ("actin", 4, "rings", 35.0), ("actin", 5, "mesh", 15.0), ("actin", 6, "puncta", 20.0),
+          ("actin", 7, "puncta", 35.0), ("actin", 8, "bundles", 15.0), ("actin", 9, "bundles", 30.0)]
 
 
-def label(structure, seed, **params):
-    return SimulatedMicroscope(structure, seed=seed).acquire(**{**GOOD, **params})
+def microscope(structure, seed, kind=None, pixel_nm=20.0, **options):
+    return SimulatedMicroscope(structure, seed=seed, kind=kind, pixel_nm=pixel_nm, **options)
 
 
-@pytest.mark.parametrize("structure, seed", FIELDS)
-def test_label_scale(structure, seed):
-    image, info = label(structure, seed)
+def label(structure, seed, kind=None, pixel_nm=20.0, photon_scale=1.0, **params):
+    return microscope(structure, seed, kind, pixel_nm, photon_scale=photon_scale).acquire(**{**GOOD, **params})
+
+
+@pytest.mark.parametrize("structure, seed, kind, pixel_nm", FIELDS)
+def test_label_scale(structure, seed, kind, pixel_nm):
+    image, info = label(structure, seed, kind, pixel_nm)
     assert info["label_clean"] >= 0.6, info
-    assert label(structure, seed, p_sted_mw=0.0)[1]["label_clean"] <= 0.15
-    scope = SimulatedMicroscope(structure, seed=seed)
+    assert label(structure, seed, kind, pixel_nm, p_sted_mw=0.0)[1]["label_clean"] <= 0.15
+    scope = microscope(structure, seed, kind, pixel_nm)
     image, info = scope.acquire(**GOOD)
     shuffled = np.random.default_rng(seed).permutation(image.ravel()).reshape(image.shape)
     assert scope.label(shuffled, info)["label_clean"] <= 0.05
-    empty = SimulatedMicroscope(structure, seed=seed, empty=True).acquire(**GOOD)[1]
+    empty = microscope(structure, seed, kind, pixel_nm, empty=True).acquire(**GOOD)[1]
     assert empty["label_clean"] <= 0.05 and empty["structure_similarity"] == 0.0
+    blurred = microscope(structure, seed, kind, pixel_nm, defocus_nm=synth.DEFOCUS_NM_RANGE[0]).acquire(**GOOD)[1]
+    assert blurred["label_clean"] <= 0.15 and blurred["resolution_nm"] > 350, blurred
 
 
-@pytest.mark.parametrize("structure, seed", FIELDS)
-def test_label_falls_along_each_ladder(structure, seed):
-    photons = [label(structure, seed, dwell_time_us=d)[1]["label_clean"] for d in (60.0, 30.0, 12.0, 5.0, 2.0)]
-    resolution = [label(structure, seed, p_sted_mw=p)[1]["label_clean"] for p in (60.0, 20.0, 8.0, 3.0, 0.0)]
-    scope, bleaching = SimulatedMicroscope(structure, seed=seed), []
+@pytest.mark.parametrize("structure, seed, kind, pixel_nm", FIELDS)
+def test_label_falls_along_each_ladder(structure, seed, kind, pixel_nm):
+    def clean(**params):
+        return label(structure, seed, kind, pixel_nm, **params)[1]["label_clean"]
+    # Fewer photons at the same settings (a dimmer label or a less efficient detector: what binomial
+    # thinning of a real image is), then shorter dwell (fewer photons, and less bleaching).
+    photons = [clean(photon_scale=s) for s in (2.0, 1.0, 0.5, 0.25, 0.1)]
+    dwell = [clean(dwell_time_us=d) for d in (30.0, 12.0, 5.0, 2.0)]
+    resolution = [clean(p_sted_mw=p) for p in (60.0, 20.0, 8.0, 3.0, 0.0)]
+    scope, bleaching = microscope(structure, seed, kind, pixel_nm), []
     for _ in range(5):
         bleaching.append(scope.acquire(dwell_time_us=40.0, p_ex_uw=15.0, p_sted_mw=120.0)[1]["label_clean"])
-    for ladder in (photons, resolution, bleaching):
-        assert all(a > b for a, b in zip(ladder, ladder[1:], strict=False)), (photons, resolution, bleaching)
+    for ladder in (photons, dwell, resolution, bleaching):
+        assert all(a > b for a, b in zip(ladder, ladder[1:], strict=False)), (photons, dwell, resolution, bleaching)
 
 
 def test_every_class_appears_with_labels_from_the_rule():
@@ -48,7 +63,7 @@ def test_every_class_appears_with_labels_from_the_rule():
     for kind, share in synth.CLASSES.items():
         assert abs(drawn.count(kind) / len(drawn) - share) < 0.03, kind
     first = {}   # the first images of each class in a seeded dataset (the class draw is cheap)
-    for index in range(400):
+    for index in range(600):
         kind = synth.image_class(np.random.default_rng(synth.image_seed(11, "actin", index)))
         if len(first.setdefault(kind, [])) < 3:
             first[kind].append(index)
@@ -60,3 +75,22 @@ def test_every_class_appears_with_labels_from_the_rule():
             assert row["class"] == kind and image.dtype == np.uint16
             rows.setdefault(kind, []).append(row["label_clean"])
     assert max(rows["shuffled"]) <= 0.05 and max(rows["empty"]) <= 0.05 and max(rows["confocal"]) <= 0.15
+    assert max(rows["out_of_focus"]) <= 0.15
+
+
+def test_every_structure_and_pixel_size_appears_and_photons_cover_real_images():
+    """A seeded draw of the training folder's mix: every synthetic kind and pysted map, every pixel size; and
+    the photon range (5th-95th percentile of mean and peak counts of the STED images) covers the real
+    images of validation/real-dev (mean 2.6-10, peak 63-158 counts)."""
+    sources, pixels, means, peaks = set(), set(), [], []
+    for index in range(60):
+        image, row = synth.simulate_one("actin", 3, index)
+        sources.add(row["source"])
+        pixels.add(row["pixel_nm"])
+        if row["class"] == "sted":
+            means.append(image.mean())
+            peaks.append(image.max())
+    assert sources >= {"synthetic-rings", "synthetic-mesh", "synthetic-puncta", "synthetic-bundles", "pysted-factin"}
+    assert pixels == set(synth.PIXEL_SIZE_WEIGHTS)
+    assert np.percentile(means, 5) < 2.6 and np.percentile(means, 95) > 10, np.percentile(means, [5, 95])
+    assert np.percentile(peaks, 5) < 63 and np.percentile(peaks, 95) > 158, np.percentile(peaks, [5, 95])

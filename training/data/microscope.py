@@ -66,6 +66,17 @@ def resolution_nm(p_ex_uw: float, p_sted_mw: float) -> float:
     return expert.fwhm_nm(psf, PIXEL_NM)
 
 
+def _displace(molecules: np.ndarray, sd_px: float, rng: np.random.Generator) -> np.ndarray:
+    """Each molecule moved by a Gaussian step of `sd_px` (those leaving the field are lost)."""
+    rows, cols = np.nonzero(molecules)
+    counts = molecules[rows, cols]
+    points = np.repeat(np.stack([rows, cols], axis=1), counts, axis=0) + rng.uniform(0, 1, (int(counts.sum()), 2))
+    points += rng.normal(0, sd_px, points.shape)
+    grid, _, _ = np.histogram2d(points[:, 0], points[:, 1], bins=molecules.shape,
+                                range=[[0, molecules.shape[0]], [0, molecules.shape[1]]])
+    return grid.astype(np.int64)
+
+
 def _check_parameter(name: str, value: float) -> float:
     low, high = PARAMETER_RANGES[name]
     value = float(value)
@@ -82,22 +93,36 @@ class SimulatedMicroscope:
     parameter_ranges = PARAMETER_RANGES
 
     def __init__(self, structure: str = "actin", seed: int = 0, background_cps: float | None = None,
-                 empty: bool = False):
+                 empty: bool = False, pixel_nm: float = PIXEL_NM, photon_scale: float = 1.0,
+                 defocus_nm: float = 0.0, kind: str | None = None):
+        """`pixel_nm`: the scan's pixel size; `photon_scale`: brightness of the label and detector
+        (multiplies the detection efficiency); `defocus_nm`: an out-of-focus acquisition, every molecule
+        seen through a PSF widened by a Gaussian of this sd; `kind`: force one synthetic structure."""
         self.structure = structure
         self.seed = int(seed)
+        self.pixel_nm = float(pixel_nm)
+        self.detection_efficiency = min(DETECTION_EFFICIENCY * float(photon_scale), 1.0)
         # Our own generator (never numpy's global one, which pysted re-seeds on every call).
         self.rng = np.random.default_rng([self.seed, zlib.crc32(structure.encode())])
-        molecules, self.source = random_datamap(structure, self.rng)
+        molecules, self.source = random_datamap(structure, self.rng, self.pixel_nm, kind)
         if empty:   # an empty field: no labelled structure, only the detector's background
             molecules, self.source = np.zeros_like(molecules), "empty"
         self.ideal = expert.ideal_image(molecules)   # what a perfect acquisition would show
         self.molecules_initial = int(molecules.sum())
+        if defocus_nm > 0:   # out of focus: the ideal stays the in-focus sample, the scope sees a blur
+            molecules = _displace(molecules, defocus_nm / self.pixel_nm, self.rng)
+        self.defocus_nm = float(defocus_nm)
         # Detector background (counts/s before gating): some samples have more autofluorescence.
         self.background_cps = float(self.rng.uniform(1e4, 8e4) if background_cps is None else background_cps)
-        i_ex, _, _ = _pysted_microscope().cache(PIXEL_NM * 1e-9)
+        i_ex, _, _ = _pysted_microscope().cache(self.pixel_nm * 1e-9)
         self._pad = i_ex.shape[0] // 2   # molecules outside the field still see the PSF's edge: zeros
         self.molecules = np.pad(molecules, self._pad)
         self.acquisitions = 0
+
+    def _resolution_nm(self, p_ex_uw: float, p_sted_mw: float) -> float:
+        """The PSF's FWHM, widened by the defocus blur (Gaussian widths add in quadrature)."""
+        fwhm = resolution_nm(round(p_ex_uw, 6), round(p_sted_mw, 6))
+        return float(np.hypot(fwhm, 2.355 * self.defocus_nm))
 
     @property
     def molecules_left(self) -> int:
@@ -111,10 +136,11 @@ class SimulatedMicroscope:
         p_sted_mw = _check_parameter("p_sted_mw", p_sted_mw)
         scope = _pysted_microscope()
         scope.detector.background = self.background_cps
+        scope.detector.pcef = self.detection_efficiency
         call_seed = (self.seed * 7919 + self.acquisitions * 104729 + zlib.crc32(self.structure.encode())) % 2**31
         before = self.molecules_left
         intensity, left = scan.raster_scan(
-            scope, self.molecules, PIXEL_NM * 1e-9, dwell_time_us * 1e-6, p_ex_uw * 1e-6,
+            scope, self.molecules, self.pixel_nm * 1e-9, dwell_time_us * 1e-6, p_ex_uw * 1e-6,
             float(p_sted_mw) * 1e-3, bleach, self.rng)
         counts = scan.detect(scope, intensity, dwell_time_us * 1e-6, call_seed)
         if bleach:
@@ -127,12 +153,13 @@ class SimulatedMicroscope:
         info = {
             "structure": self.structure, "source": self.source, "seed": self.seed,
             "acquisition": self.acquisitions, "dwell_time_us": dwell_time_us, "p_ex_uw": p_ex_uw,
-            "p_sted_mw": p_sted_mw, "resolution_nm": resolution_nm(round(p_ex_uw, 6), round(p_sted_mw, 6)),
+            "p_sted_mw": p_sted_mw, "resolution_nm": self._resolution_nm(p_ex_uw, p_sted_mw),
             "bleaching": bleaching,
             "bleached_fraction": 1.0 - after / self.molecules_initial if self.molecules_initial else 0.0,
             # What the image shows: the structure as it was halfway through this scan.
             "structure_loss": 1.0 - 0.5 * (before + after) / self.molecules_initial if self.molecules_initial else 0.0,
-            "molecules": before, "background_cps": self.background_cps,
+            "molecules": before, "background_cps": self.background_cps, "pixel_nm": self.pixel_nm,
+            "detection_efficiency": self.detection_efficiency, "defocus_nm": self.defocus_nm,
         }
         return image, self.label(image, info)
 

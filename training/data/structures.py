@@ -1,10 +1,17 @@
-"""Randomized STED samples ("datamaps"): molecule counts per 20 nm pixel on a 224x224 grid (4.48 um).
+"""Randomized STED samples ("datamaps"): molecule counts per pixel on a 224x224 grid.
+
+Samples are drawn in nanometres (coordinates in units of PIXEL_NM = 20 nm) and rasterized at the
+acquisition's pixel size (15-35 nm in real STED data; 20 nm by default): a 224 px field then covers
+3.4-7.8 um of the same kind of sample, as a user zooming the scan would see it.
 
 - actin-like: axons whose actin forms rings every ~190 nm (the membrane-associated periodic skeleton
   seen in the paper's hippocampal neurons); a ring seen from the side projects to a line across the axon,
   denser at its edges.
 - dendritic actin-like: a dendrite shaft (1-2 um wide) filled with a mesh of short, randomly oriented
   actin filaments, with brighter spine heads along its edge (the dendritic F-actin of real STED data).
+- synaptic puncta: nanoclusters (~50-100 nm) of synaptic proteins (PSD95, Bassoon, Homer1c-like), one to
+  four per synapse, synapses scattered along a few unseen dendrites, over a faint diffuse label.
+- tubulin bundles: an axon's microtubules, 4-12 parallel filaments 30-80 nm apart following one path.
 - tubulin-like: long, gently curved filaments (microtubules, ~25 nm thick) crossing the field.
 - pysted's own real-structure maps ("factin", "tubulin"), randomly flipped/rotated and rescaled, add the
   irregularity of real samples to a share of the images.
@@ -21,17 +28,16 @@ FIELD_PX = 224
 RING_PERIOD_NM = 190.0
 STRUCTURES = ("actin", "tubulin")
 REAL_MAP_SHARE = 0.2   # share of samples drawn from pysted's real-structure datamaps
-MESH_SHARE = 0.3       # share of the other actin samples that are dendritic meshes rather than axonal rings
+# The training folder ("actin", after the paper's training protein) mixes these synthetic kinds; the unseen
+# "tubulin" folder keeps single filaments (and pysted's tubulin maps) only.
+TRAINING_KINDS = {"rings": 0.40, "mesh": 0.25, "puncta": 0.15, "bundles": 0.20}
+PIXEL_SIZES_NM = (15.0, 20.0, 25.0, 30.0, 35.0)
 PYSTED_MAP_NAME = {"actin": "factin", "tubulin": "tubulin"}
 
 
 def _smooth_path(rng: np.random.Generator, n_points: int, step_px: float, turn_sd: float,
-                 start: np.ndarray | None = None, heading: float | None = None) -> np.ndarray:
+                 start: np.ndarray, heading: float) -> np.ndarray:
     """Points of a smooth random curve (correlated random walk of the heading), `step_px` apart."""
-    if start is None:
-        start = rng.uniform(0, FIELD_PX, size=2)
-    if heading is None:
-        heading = rng.uniform(0, 2 * np.pi)
     # Heading changes are smoothed so the curve bends gently rather than jittering.
     turns = np.convolve(rng.normal(0, turn_sd, n_points + 20), np.ones(20) / 20, mode="same")[:n_points]
     headings = heading + np.cumsum(turns)
@@ -39,30 +45,30 @@ def _smooth_path(rng: np.random.Generator, n_points: int, step_px: float, turn_s
     return start + np.cumsum(steps, axis=0)
 
 
-def _through_field(rng: np.random.Generator, turn_sd: float, step_px: float = 1.0) -> np.ndarray:
-    """A curve that enters on one side of the field and crosses it (extended past both edges)."""
-    center = rng.uniform(0.2 * FIELD_PX, 0.8 * FIELD_PX, size=2)
+def _through_field(rng: np.random.Generator, extent: float, turn_sd: float, step_px: float = 1.0) -> np.ndarray:
+    """A curve that enters on one side of a field `extent` wide (20 nm units) and crosses it."""
+    center = rng.uniform(0.2 * extent, 0.8 * extent, size=2)
     heading = rng.uniform(0, 2 * np.pi)
-    n = int(2.0 * FIELD_PX / step_px)
+    n = int(2.0 * extent / step_px)
     forward = _smooth_path(rng, n, step_px, turn_sd, center, heading)
     backward = _smooth_path(rng, n, step_px, turn_sd, center, heading + np.pi)
     return np.concatenate([backward[::-1], center[None], forward])
 
 
-def _rasterize(points: np.ndarray) -> np.ndarray:
-    """Count molecules (continuous pixel coordinates) per pixel; molecules outside the field are dropped."""
+def _rasterize(points: np.ndarray, pixel_nm: float = PIXEL_NM) -> np.ndarray:
+    """Count molecules (coordinates in 20 nm units) per `pixel_nm` pixel; those outside the field are dropped."""
     grid = np.zeros((FIELD_PX, FIELD_PX), dtype=np.int64)
-    idx = np.floor(points).astype(np.int64)
+    idx = np.floor(points * (PIXEL_NM / pixel_nm)).astype(np.int64)
     inside = (idx >= 0).all(axis=1) & (idx < FIELD_PX).all(axis=1)
     np.add.at(grid, (idx[inside, 0], idx[inside, 1]), 1)
     return grid
 
 
-def actin_rings(rng: np.random.Generator) -> np.ndarray:
+def actin_rings(rng: np.random.Generator, extent: float) -> np.ndarray:
     """1-2 axons with a periodic ring lattice (~190 nm), random width, bend, ring density and gaps."""
     points = []
     for _ in range(rng.choice([1, 1, 2])):
-        path = _through_field(rng, turn_sd=rng.uniform(0.002, 0.02))
+        path = _through_field(rng, extent, turn_sd=rng.uniform(0.002, 0.02))
         width_px = rng.uniform(18, 40)                      # 360-800 nm axon diameter
         period_px = rng.normal(RING_PERIOD_NM, 6) / PIXEL_NM
         per_ring = rng.uniform(0.8, 2.0) * width_px         # molecules per ring
@@ -84,12 +90,12 @@ def actin_rings(rng: np.random.Generator) -> np.ndarray:
         t = rng.integers(0, len(path), n_between)
         across = 0.5 * width_px * rng.uniform(-1, 1, n_between)
         points.append(path[t] + across[:, None] * normals[t])
-    return _rasterize(np.concatenate(points))
+    return np.concatenate(points)
 
 
-def actin_mesh(rng: np.random.Generator) -> np.ndarray:
+def actin_mesh(rng: np.random.Generator, extent: float) -> np.ndarray:
     """A dendrite: a curved shaft filled with short filaments at random angles, and spine heads on its edge."""
-    path = _through_field(rng, turn_sd=rng.uniform(0.002, 0.015))
+    path = _through_field(rng, extent, turn_sd=rng.uniform(0.002, 0.015))
     width_px = rng.uniform(40, 90)                              # 0.8-1.8 um dendrite
     tangents = np.gradient(path, axis=0)
     tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
@@ -109,44 +115,98 @@ def actin_mesh(rng: np.random.Generator) -> np.ndarray:
         centre = path[i] + side * (0.5 * width_px + rng.uniform(5, 25)) * normals[i]
         n = rng.poisson(rng.uniform(40, 160))
         points.append(centre + rng.normal(0, rng.uniform(2, 5), (n, 2)))
-    return _rasterize(np.concatenate(points))
+    return np.concatenate(points)
 
 
-def tubulin_filaments(rng: np.random.Generator) -> np.ndarray:
+def _normals(path: np.ndarray) -> np.ndarray:
+    tangents = np.gradient(path, axis=0)
+    tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
+    return np.stack([-tangents[:, 1], tangents[:, 0]], axis=1)
+
+
+def synapse_puncta(rng: np.random.Generator, extent: float) -> np.ndarray:
+    """Synapses along 1-3 (unlabelled) dendrites: 1-4 nanoclusters each, over a faint diffuse label."""
+    points = []
+    for _ in range(int(rng.integers(1, 4))):
+        path = _through_field(rng, extent, turn_sd=rng.uniform(0.002, 0.02))
+        normals = _normals(path)
+        for _ in range(int(rng.poisson(rng.uniform(6, 14) * extent / FIELD_PX))):
+            i = int(rng.integers(len(path)))
+            synapse = path[i] + rng.normal(0, 25) * normals[i]         # spines up to ~0.5 um off the shaft
+            for _ in range(int(rng.integers(1, 5))):                    # nanoclusters ~50-100 nm, ~80 nm apart
+                centre = synapse + rng.normal(0, 4, 2)
+                n = rng.poisson(rng.uniform(15, 60))
+                points.append(centre + rng.normal(0, rng.uniform(1.0, 2.2), (n, 2)))
+    n_diffuse = rng.poisson(rng.uniform(100, 400) * (extent / FIELD_PX) ** 2)
+    points.append(rng.uniform(0, extent, (n_diffuse, 2)))
+    return np.concatenate(points)
+
+
+def tubulin_bundles(rng: np.random.Generator, extent: float) -> np.ndarray:
+    """1-2 axons: 4-12 parallel microtubules, 30-80 nm apart, along one path, each wandering a little."""
+    points = []
+    for _ in range(int(rng.choice([1, 1, 2]))):
+        path = _through_field(rng, extent, turn_sd=rng.uniform(0.002, 0.015), step_px=0.5)
+        normals = _normals(path)
+        n_tubes = int(rng.integers(4, 13))
+        spacing = rng.uniform(1.5, 4.0)
+        offsets = (np.arange(n_tubes) - (n_tubes - 1) / 2) * spacing
+        for offset in offsets:
+            wander = np.convolve(rng.normal(0, 0.6, len(path) + 200), np.ones(200) / 14, mode="same")[:len(path)]
+            keep = rng.random(len(path)) < rng.uniform(0.4, 1.1) * 0.5
+            line = path + (offset + wander)[:, None] * normals
+            points.append(line[keep] + rng.normal(0, 0.5, (int(keep.sum()), 2)))
+    return np.concatenate(points)
+
+
+def tubulin_filaments(rng: np.random.Generator, extent: float) -> np.ndarray:
     """3-10 gently curved filaments crossing the field, with labelling density varying along them."""
     points = []
     for _ in range(rng.integers(3, 11)):
-        path = _through_field(rng, turn_sd=rng.uniform(0.005, 0.04), step_px=0.5)
+        path = _through_field(rng, extent, turn_sd=rng.uniform(0.005, 0.04), step_px=0.5)
         density = rng.uniform(0.8, 2.2)                     # molecules per pixel of length
         keep = rng.random(len(path)) < density * 0.5
         segment = path[keep]
         jitter = rng.normal(0, 0.5, segment.shape)          # ~25 nm microtubule diameter
         points.append(segment + jitter)
-    return _rasterize(np.concatenate(points))
+    return np.concatenate(points)
 
 
-def pysted_real_map(structure: str, rng: np.random.Generator) -> np.ndarray:
-    """One of pysted's real-structure datamaps, flipped/rotated, scaled to a few thousand molecules."""
+def pysted_real_map(structure: str, rng: np.random.Generator, pixel_nm: float = PIXEL_NM) -> np.ndarray:
+    """One of pysted's real-structure datamaps (20 nm pixels), flipped/rotated, zoomed to `pixel_nm`
+    (mirrored past its edge when the field grows), scaled to a few thousand molecules per 20 nm field."""
     from pysted.data.loader import DatamapLoader
+    from scipy.ndimage import zoom
 
     maps = DatamapLoader(PYSTED_MAP_NAME[structure])
     base = maps[int(rng.integers(len(maps)))]
     base = np.rot90(base, int(rng.integers(4)))
     if rng.random() < 0.5:
         base = base[:, ::-1]
-    total = rng.uniform(2500, 5000)
+    total = rng.uniform(2500, 5000) * (pixel_nm / PIXEL_NM) ** 2
+    if pixel_nm != PIXEL_NM:
+        base = np.clip(zoom(np.asarray(base, np.float64), PIXEL_NM / pixel_nm, order=1), 0, None)
+        if base.shape[0] < FIELD_PX:
+            base = np.pad(base, (0, FIELD_PX - base.shape[0]), mode="symmetric")
+        base = base[:FIELD_PX, :FIELD_PX]
     expected = base / max(float(base.sum()), 1e-9) * total
     return rng.poisson(expected).astype(np.int64)
 
 
-def random_datamap(structure: str, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """(molecule counts, source) for one randomized sample of `structure`."""
+GENERATORS = {"rings": actin_rings, "mesh": actin_mesh, "puncta": synapse_puncta, "bundles": tubulin_bundles,
+              "filaments": tubulin_filaments}
+
+
+def random_datamap(structure: str, rng: np.random.Generator, pixel_nm: float = PIXEL_NM,
+                   kind: str | None = None) -> tuple[np.ndarray, str]:
+    """(molecule counts per `pixel_nm` pixel, source) for one randomized sample of `structure`;
+    `kind` forces one synthetic generator (GENERATORS), as the contact sheets do."""
     if structure not in STRUCTURES:
         raise ValueError(f"unknown structure {structure!r}; choose one of {', '.join(STRUCTURES)}")
-    if rng.random() < REAL_MAP_SHARE:
-        return pysted_real_map(structure, rng), f"pysted-{PYSTED_MAP_NAME[structure]}"
-    if structure == "actin":
-        if rng.random() < MESH_SHARE:
-            return actin_mesh(rng), "synthetic-mesh"
-        return actin_rings(rng), "synthetic-rings"
-    return tubulin_filaments(rng), "synthetic-filaments"
+    extent = FIELD_PX * pixel_nm / PIXEL_NM
+    if kind is None:
+        if rng.random() < REAL_MAP_SHARE:
+            return pysted_real_map(structure, rng, pixel_nm), f"pysted-{PYSTED_MAP_NAME[structure]}"
+        kind = "filaments" if structure == "tubulin" else \
+            str(rng.choice(list(TRAINING_KINDS), p=list(TRAINING_KINDS.values())))
+    return _rasterize(GENERATORS[kind](rng, extent), pixel_nm), f"synthetic-{kind}"

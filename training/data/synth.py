@@ -34,14 +34,21 @@ BALANCED_BINS = 10
 CSV_FIELDS = [
     "file", "name", "score", "structure", "class", "source", "seed", "index", "acquisition", "dwell_time_us",
     "p_ex_uw", "p_sted_mw", "resolution_nm", "snr", "signal_counts", "background_counts", "bleaching",
-    "bleached_fraction", "structure_loss", "structure_similarity", "molecules", "background_cps", "q_resolution",
+    "bleached_fraction", "structure_loss", "structure_similarity", "molecules", "background_cps", "pixel_nm",
+    "detection_efficiency", "defocus_nm", "q_resolution",
     "q_snr", "q_bleaching", "q_structure", "label_clean", "label",
 ]
 # Image classes and their shares: most are acquisitions as a user tuning the microscope makes them
 # ("sted", which includes some confocal-like ones); the rest are what an expert gives (near) nothing:
 # the same photons with no structure (pixels shuffled), empty fields, confocal images, and regions
 # bleached by many earlier scans. Labels always come from the rule (label.py), never set by hand.
-CLASSES = {"sted": 0.80, "shuffled": 0.07, "empty": 0.04, "confocal": 0.04, "bleached": 0.05}
+CLASSES = {"sted": 0.76, "shuffled": 0.07, "empty": 0.04, "confocal": 0.04, "bleached": 0.05, "out_of_focus": 0.04}
+# The sample and detector vary as between real acquisitions (docs/data.md): pixel size 15-35 nm (20 nm most
+# often), label brightness x detection efficiency over a 6x range (log-uniform), defocus 150-400 nm sd for
+# the out-of-focus class.
+PIXEL_SIZE_WEIGHTS = {15.0: 0.15, 20.0: 0.35, 25.0: 0.2, 30.0: 0.15, 35.0: 0.15}
+PHOTON_SCALE_RANGE = (0.4, 2.5)
+DEFOCUS_NM_RANGE = (150.0, 400.0)
 
 
 def image_seed(seed: int, structure: str, index: int) -> int:
@@ -69,6 +76,14 @@ def image_class(rng: np.random.Generator) -> str:
     return str(rng.choice(list(CLASSES), p=list(CLASSES.values())))
 
 
+def sample_acquisition(rng: np.random.Generator, kind: str) -> dict[str, float]:
+    """The sample/detector side of one image: pixel size, photon scale, defocus (out-of-focus class)."""
+    pixel_nm = float(rng.choice(list(PIXEL_SIZE_WEIGHTS), p=list(PIXEL_SIZE_WEIGHTS.values())))
+    photon_scale = float(np.exp(rng.uniform(*np.log(PHOTON_SCALE_RANGE))))
+    defocus_nm = float(rng.uniform(*DEFOCUS_NM_RANGE)) if kind == "out_of_focus" else 0.0
+    return {"pixel_nm": pixel_nm, "photon_scale": photon_scale, "defocus_nm": defocus_nm}
+
+
 def simulate_one(structure: str, seed: int, index: int, balanced: bool = False) -> tuple[np.ndarray, dict]:
     """Image `index` of the dataset: (uint16 image, csv row without the file name)."""
     from stedq.training.data.microscope import SimulatedMicroscope
@@ -76,12 +91,13 @@ def simulate_one(structure: str, seed: int, index: int, balanced: bool = False) 
     s = image_seed(seed, structure, index)
     rng = np.random.default_rng(s)
     kind = image_class(rng)
+    sample = sample_acquisition(rng, kind)
     params = sample_parameters(rng)
     if kind == "confocal":
         params.update(p_sted_mw=0.0, dwell_time_us=float(rng.uniform(10.0, 80.0)), repeats=1)
     elif kind == "bleached":
         params.update(p_sted_mw=float(rng.uniform(40.0, 150.0)), repeats=int(rng.integers(5, 11)))
-    scope = SimulatedMicroscope(structure=structure, seed=s, empty=kind == "empty")
+    scope = SimulatedMicroscope(structure=structure, seed=s, empty=kind == "empty", **sample)
     for _ in range(params["repeats"] - 1):   # earlier scans bleach the sample (same settings)
         scope.acquire(params["dwell_time_us"], params["p_ex_uw"], params["p_sted_mw"])
     image, info = scope.acquire(params["dwell_time_us"], params["p_ex_uw"], params["p_sted_mw"])
@@ -89,11 +105,11 @@ def simulate_one(structure: str, seed: int, index: int, balanced: bool = False) 
         image = rng.permutation(image.ravel()).reshape(image.shape)
         info = scope.label(image, info)
     elif balanced:
-        image, info = _steer_to_bin(structure, s, index, image, info)
+        image, info = _steer_to_bin(structure, s, index, image, info, sample)
     return image, {**info, "index": index, "class": kind}
 
 
-def _steer_to_bin(structure: str, seed: int, index: int, image: np.ndarray, info: dict):
+def _steer_to_bin(structure: str, seed: int, index: int, image: np.ndarray, info: dict, sample: dict):
     """Balanced mode: image i targets quality bin i % BALANCED_BINS; up to a few fresh parameter draws
     (on fresh copies of the same sample) are tried and the one closest to the bin's centre is kept."""
     from stedq.training.data.microscope import SimulatedMicroscope
@@ -109,7 +125,7 @@ def _steer_to_bin(structure: str, seed: int, index: int, image: np.ndarray, info
         if target < 0.3:
             params["dwell_time_us"] = float(rng.uniform(2.0, 8.0))
             params["p_sted_mw"] = float(rng.choice([0.0, rng.uniform(0.0, 150.0)]))
-        scope = SimulatedMicroscope(structure=structure, seed=seed + 1 + attempt)
+        scope = SimulatedMicroscope(structure=structure, seed=seed + 1 + attempt, **sample)
         for _ in range(params["repeats"] - 1):
             scope.acquire(params["dwell_time_us"], params["p_ex_uw"], params["p_sted_mw"])
         img, inf = scope.acquire(params["dwell_time_us"], params["p_ex_uw"], params["p_sted_mw"])
