@@ -130,7 +130,8 @@ class StedqServer:
         interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
         if settings.token is not None and settings.token.get_secret_value():
             interceptors.append(TokenAuthInterceptor(settings.token.get_secret_value()))
-        interceptors.append(ErrorBoundaryInterceptor())   # innermost: its answers are metered and authorized
+        self.error_boundary = ErrorBoundaryInterceptor()
+        interceptors.append(self.error_boundary)   # innermost: its answers are metered and authorized
         limit = settings.max_message_mb * 1024 * 1024
         server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),

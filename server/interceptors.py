@@ -4,6 +4,7 @@ that do not parse answered INVALID_ARGUMENT (never UNKNOWN with a traceback)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import hmac
 import inspect
 import logging
@@ -126,24 +127,45 @@ def _guarded(deserializer):
     return parse
 
 
+class RateLimitedLog:
+    """At most `burst` lines per `every_s` seconds; what is held back is counted (and, for failures, its
+    latest 20 request ids listed) in the next line, so a hostile client cannot flood the log."""
+
+    def __init__(self, what: str, every_s: float, burst: int, level: int):
+        self.what, self.every_s, self.burst, self.level = what, every_s, burst, level
+        self._window_start, self._lines, self._held = -float("inf"), 0, 0
+        self._held_ids: collections.deque[str] = collections.deque(maxlen=20)
+
+    def note(self, detail: str, request_id: str | None = None) -> bool:
+        """Log `detail` unless this window's burst is spent; True when it was logged."""
+        now = time.monotonic()
+        if now - self._window_start >= self.every_s:
+            self._window_start, self._lines = now, 0
+        if self._lines >= self.burst:
+            self._held += 1
+            if request_id:
+                self._held_ids.append(request_id)
+            return False
+        self._lines += 1
+        more = ""
+        if self._held:
+            ids = f": request ids {', '.join(self._held_ids)}" if self._held_ids else ""
+            more = f" ({self._held} more held back since the last line{ids})"
+        log.log(self.level, "%s: %s%s", self.what, detail, more)
+        self._held = 0
+        self._held_ids.clear()
+        return True
+
+
 class ErrorBoundaryInterceptor(grpc.aio.ServerInterceptor):
     """The one place where what escapes a servicer becomes a status: every service's request bytes are
     parsed by a guarded deserializer (a request that does not parse gets INVALID_ARGUMENT naming its
-    message type, and one rate-limited log line), and an unexpected exception becomes INTERNAL with a
-    request id that also appears in one log line. UNKNOWN never leaves the server."""
+    message type), and an unexpected exception becomes INTERNAL with a request id that also appears in
+    one log line. Both are logged rate-limited (RateLimitedLog). UNKNOWN never leaves the server."""
 
-    def __init__(self, log_every_s: float = 10.0):
-        self.log_every_s = log_every_s
-        self._last_log, self._suppressed = 0.0, 0
-
-    def _note(self, message: str) -> None:
-        now = time.monotonic()
-        if now - self._last_log >= self.log_every_s:
-            more = f" (and {self._suppressed} more since the last line)" if self._suppressed else ""
-            log.warning("refused a request that does not parse: %s%s", message, more)
-            self._last_log, self._suppressed = now, 0
-        else:
-            self._suppressed += 1
+    def __init__(self, log_every_s: float = 10.0, burst: int = 5):
+        self.refusals = RateLimitedLog("refused a request that does not parse", log_every_s, burst, logging.WARNING)
+        self.failures = RateLimitedLog("a request failed unexpectedly", log_every_s, burst, logging.ERROR)
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -151,18 +173,16 @@ class ErrorBoundaryInterceptor(grpc.aio.ServerInterceptor):
             return handler
         kind = _kind(handler)
         behavior = getattr(handler, kind)
-        note = self._note
-
+        refusals, failures = self.refusals, self.failures
         method = handler_call_details.method
 
         async def refuse(context, request: Undecodable):
-            note(f"{method}: {request.message}")
+            refusals.note(f"{method}: {request.message}")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
 
         async def internal(context, error: Exception):
             request_id = uuid.uuid4().hex[:12]
-            log.error("request %s to %s failed unexpectedly: %s: %s", request_id, method, type(error).__name__,
-                      error)
+            failures.note(f"request {request_id} to {method}: {type(error).__name__}: {error}", request_id)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id}); the "
                                                           f"server log has the details")
 

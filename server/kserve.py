@@ -25,7 +25,9 @@ try:
     from stedq.kserve import grpc_service_pb2_grpc as pb_grpc
     from stedq.server.kserve_tensors import (
         FIT_OUTPUT,
+        INPUT_DATATYPE,
         INPUT_NAME,
+        INPUT_SHAPE,
         OUTPUT_NAME,
         decode_request,
         encode_response,
@@ -82,7 +84,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelMetadataResponse(
             name=self._model_name, versions=[info.version], platform=PLATFORM,
             # any height and width from MIN_IMAGE_SIZE up (smaller padded, larger tiled and averaged)
-            inputs=[tensor(name=INPUT_NAME, datatype="FP32", shape=[-1, 1, -1, -1])],
+            inputs=[tensor(name=INPUT_NAME, datatype=INPUT_DATATYPE, shape=list(INPUT_SHAPE))],
             outputs=[tensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, 1]),
                      tensor(name=FIT_OUTPUT, datatype="BYTES", shape=[-1, 1])])
 

@@ -18,9 +18,21 @@ import numpy as np
 
 from stedq.fit import FitStatistics, check_fit
 from stedq.kserve import grpc_service_pb2 as pb
-from stedq.pixels import InvalidInput, check_fits, check_image_size, parse_intensity, to_model_input
+from stedq.pixels import (
+    MIN_IMAGE_SIZE,
+    InvalidInput,
+    check_fits,
+    check_image_size,
+    parse_intensity,
+    to_model_input,
+)
 
 INPUT_NAME = "image"
+# What ModelMetadata declares and decode_request enforces: N images of one channel, H and W from
+# MIN_IMAGE_SIZE up. The declared datatype is FP32 (the model's); the pixel contract also takes photon
+# counts as UINT8/UINT16/INT16/UINT32 (DATATYPES), which v2 metadata has no field to list.
+INPUT_SHAPE = (-1, 1, -1, -1)
+INPUT_DATATYPE = "FP32"
 OUTPUT_NAME = "score"
 FIT_OUTPUT = "fit"   # BYTES [N, 1]: "ok", or the fit reasons joined by "," (stedq/fit.py)
 OUTPUTS = (OUTPUT_NAME, FIT_OUTPUT)
@@ -55,9 +67,11 @@ def _image_shape(tensor: pb.ModelInferRequest.InferInputTensor) -> tuple[int, in
     count the model metadata declares ([-1, 1, -1, -1]), nothing else."""
     shape = list(tensor.shape)
     where = f"input '{tensor.name}'"
-    if len(shape) != 4 or shape[1] != 1:
+    if len(shape) != len(INPUT_SHAPE) or any(want != -1 and got != want
+                                              for got, want in zip(shape, INPUT_SHAPE, strict=True)):
         raise InvalidInput(f"{where}: shape {_shape_text(shape)} is not [N, 1, H, W] (the model metadata "
-                           f"declares [-1, 1, -1, -1]: N images of one channel, H and W from 64 up)")
+                           f"declares {_shape_text(INPUT_SHAPE)}: N images of one channel, H and W from "
+                           f"{MIN_IMAGE_SIZE} up)")
     n, h, w = shape[0], shape[2], shape[3]
     if min(shape) < 0:
         raise InvalidInput(f"{where}: shape {_shape_text(shape)} has a negative dimension; give the actual "

@@ -186,6 +186,42 @@ def test_health_and_metadata(stub, version):
     assert list(model.inputs[0].shape) == [-1, 1, -1, -1] and model.outputs[0].name == "score"
 
 
+def test_requests_are_validated_against_the_declared_metadata(stub, version):
+    """Shapes built from what ModelMetadata declares (not from constants here): the declared name, datatype
+    and rank with every -1 dim filled are scored; each fixed dim changed, a rank off by one, another input
+    name, or a byte count that does not match the shape are INVALID_ARGUMENT."""
+    declared = stub.ModelMetadata(pb.ModelMetadataRequest(name=MODEL, version=version)).inputs[0]
+    shape = list(declared.shape)
+    dtype = {"FP32": np.float32}[declared.datatype]
+    minimum = 64   # the documented minimum (docs/server.md; the small-image error names it)
+
+    def send(dims, name=declared.name, trim=0):
+        values = np.full(dims, 0.2, dtype)
+        request = pb.ModelInferRequest(model_name=MODEL)
+        request.inputs.add(name=name, datatype=declared.datatype, shape=dims)
+        request.raw_input_contents.append(values.tobytes()[:len(values.tobytes()) - trim])
+        return stub.ModelInfer(request, timeout=30)
+
+    filled = [2 if d == -1 and i == 0 else (minimum + 16 * i if d == -1 else d) for i, d in enumerate(shape)]
+    scored = send(filled)
+    assert np.frombuffer(scored.raw_output_contents[0], "<f4").shape == (filled[0],)
+    bad = []
+    for i, d in enumerate(shape):
+        if d != -1:
+            bad.append(filled[:i] + [d + 1] + filled[i + 1:])          # a fixed dim changed
+        elif i > 0:
+            bad.append(filled[:i] + [minimum - 1] + filled[i + 1:])   # below the minimum
+    bad += [filled[1:], filled + [1]]                                  # rank off by one
+    for dims in bad:
+        with pytest.raises(grpc.RpcError) as error:
+            send(dims)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (dims, error.value.details())
+    for kwargs in ({"name": declared.name + "_x"}, {"trim": 4}):
+        with pytest.raises(grpc.RpcError) as error:
+            send(filled, **kwargs)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, kwargs
+
+
 def test_raw_and_typed_agree_with_onnxruntime(stub, reference, version):
     images = sted_images(4, seed=20)
     want = reference(images)

@@ -80,3 +80,33 @@ def test_an_unexpected_error_is_internal_with_a_request_id_in_one_log_line(serve
     request_id = error.value.details().split("request id ")[1].split(")")[0]
     lines = [r.getMessage() for r in caplog.records if request_id in r.getMessage()]
     assert len(lines) == 1 and "RuntimeError: injected fault" in lines[0] and "/stedq.v1.QualityService/Score" in lines[0]
+
+
+def test_repeated_unexpected_errors_are_logged_rate_limited(server, caplog):
+    """60 failing requests: every one INTERNAL with its own id, but the log gets the interceptor's burst of
+    lines and then one line counting (and naming) the ones held back, not 60 lines."""
+    scorer = server.server.scorer
+    real_score = scorer.score
+
+    async def broken(batch, **kwargs):
+        raise RuntimeError("injected fault")
+
+    scorer.score = broken
+    ids = []
+    try:
+        with grpc.insecure_channel(server.address) as channel, caplog.at_level("ERROR"):
+            stub = pb_grpc.QualityServiceStub(channel)
+            for _ in range(60):
+                with pytest.raises(grpc.RpcError) as error:
+                    stub.Score(pb.ScoreRequest(images=[pb_image(np.zeros((224, 224), np.uint16))]), timeout=30)
+                assert error.value.code() == grpc.StatusCode.INTERNAL
+                ids.append(error.value.details().split("request id ")[1].split(")")[0])
+            server.server.error_boundary.failures._window_start = -float("inf")   # the next window opens now, not in 10 s
+            with pytest.raises(grpc.RpcError):
+                stub.Score(pb.ScoreRequest(images=[pb_image(np.zeros((224, 224), np.uint16))]), timeout=30)
+    finally:
+        scorer.score = real_score
+    lines = [r.getMessage() for r in caplog.records if "failed unexpectedly" in r.getMessage()]
+    assert len(set(ids)) == 60
+    assert len(lines) <= 6, lines
+    assert "more held back since the last line" in lines[-1] and ids[-1] in lines[-1], lines[-1]
