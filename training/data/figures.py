@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-GROUPS = [("synthetic-rings", "sted"), ("synthetic-mesh", "sted"), ("pysted-factin", "sted"),
-          ("synthetic-filaments", "sted"), ("pysted-tubulin", "sted"), (None, "confocal"), (None, "bleached"),
+GROUPS = [("synthetic-rings", "sted"), ("synthetic-mesh", "sted"), ("synthetic-puncta", "sted"),
+          ("synthetic-bundles", "sted"), ("pysted-factin", "sted"), ("synthetic-filaments", "sted"),
+          ("pysted-tubulin", "sted"), (None, "confocal"), (None, "out_of_focus"), (None, "bleached"),
           (None, "shuffled"), (None, "empty")]
+REAL_PIXEL_NM = (15.0, 35.0)   # pixel sizes of published STED data (../shared/FACTS.md)
 
 
 def _rows(folder: Path) -> list[dict]:
@@ -51,7 +53,8 @@ def class_sheet(folders: list[Path], png: Path, per_group: int = 5, seed: int = 
             folder, row = members[chosen[col]]
             image = tifffile.imread(folder / row["file"])
             ax.imshow(image, cmap="hot", vmin=0, vmax=max(float(np.percentile(image, 99.5)), 1.0))
-            ax.set_title(f"q={float(row['label']):.2f}, max {int(image.max())}", fontsize=7)
+            pixel = f", {float(row['pixel_nm']):.0f} nm" if row.get("pixel_nm") else ""
+            ax.set_title(f"q={float(row['label']):.2f}, max {int(image.max())}{pixel}", fontsize=7)
     fig.suptitle("simulated images by sample source and class (each with its own contrast)", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=80)
@@ -86,17 +89,18 @@ def label_factors(folder: Path, png: Path) -> Path:
 
 
 def count_histograms(folder: Path, real: Path, png: Path) -> Path:
-    """Mean and peak photon counts per image: the synthetic set beside the real images in `real`."""
+    """Mean and peak photon counts, and pixel sizes: the synthetic set beside the real images in `real`."""
     import tifffile
 
     from stedq.files import read_frames
 
     plt = _plt()
-    synthetic = [tifffile.imread(Path(folder) / r["file"]) for r in _rows(folder) if r.get("class", "sted") == "sted"]
+    sted_rows = [r for r in _rows(folder) if r.get("class", "sted") == "sted"]
+    synthetic = [tifffile.imread(Path(folder) / r["file"]) for r in sted_rows]
     reals = [frame.image for path in sorted(Path(real).rglob("*.tif")) for frame in read_frames(path)
              if "__" not in path.stem]   # originals, not their degraded copies
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, (name, stat) in zip(axes, [("mean counts per pixel", np.mean), ("peak counts", np.max)], strict=True):
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for ax, (name, stat) in zip(axes, [("mean counts per pixel", np.mean), ("peak counts", np.max)], strict=False):
         values = np.array([float(stat(image)) for image in synthetic])
         bins = np.logspace(np.log10(max(values.min(), 0.05)), np.log10(values.max() * 1.1), 30)
         ax.hist(values, bins=bins, color="tab:blue", alpha=0.7, label=f"synthetic STED ({len(values)})")
@@ -105,6 +109,12 @@ def count_histograms(folder: Path, real: Path, png: Path) -> Path:
         ax.plot([], [], color="tab:red", label=f"real images ({len(reals)})")
         ax.set(xscale="log", xlabel=name, ylabel="images")
         ax.legend(fontsize=8)
+    if sted_rows and sted_rows[0].get("pixel_nm"):
+        sizes, counts = np.unique([float(r["pixel_nm"]) for r in sted_rows], return_counts=True)
+        axes[2].bar(sizes, counts, width=3, color="tab:blue", alpha=0.7, label="synthetic STED")
+    axes[2].axvspan(*REAL_PIXEL_NM, color="tab:red", alpha=0.15, label="published STED data")
+    axes[2].set(xlabel="pixel size (nm)", ylabel="images", xlim=(10, 40))
+    axes[2].legend(fontsize=8)
     fig.suptitle(f"photon counts: {folder} against {real}", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=90)
