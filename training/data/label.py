@@ -11,6 +11,9 @@ and whether it shows bleaching or other artefacts. The components are measured, 
   (earlier scans of the region plus half of this scan's own bleaching): what an expert sees as a faded,
   patchy structure. Only what the image shows counts; bleaching that happens after a pixel was
   recorded is the acquisition's cost (the control loop's business), not a flaw of the image.
+- saturation: of the bright pixels (at least half the image's maximum count), the share that sit at the
+  maximum: a clipped detector or file flattens the structure's tops into plateaus. A plateau of fewer
+  than 20 pixels is a tie of Poisson counts, not clipping (0).
 - structure: how much of the sample's true structure the image shows: the correlation between the
   image and the noiseless, ideally resolved image of the same datamap (both lightly smoothed). The
   simulator knows the sample, so a shuffled, empty or structureless image gets a low label from this
@@ -38,6 +41,10 @@ LOSS_WEIGHT = 0.3   # share of the quality a fully faded structure loses
 RES_FLOOR = 0.15    # a well-exposed confocal-like image still shows the structure
 CORR_NONE = 0.05    # image/ideal correlation of an image that shows none of the structure
 CORR_GOOD = 0.45    # and of one that shows it as well as a good STED acquisition does
+SAT_MIN_PLATEAU = 20   # pixels at the maximum below which it is not a plateau
+SAT_OK = 0.1       # plateau share of the bright pixels an image carries without a penalty
+SAT_BAD = 0.3      # and from which it takes the full one
+SAT_WEIGHT = 0.85  # share of the quality a saturated image loses (a clipped image is hardly usable)
 IDEAL_SIGMA_PX = 1.0   # the smoothing of both images before correlating (about 45 nm FWHM at 20 nm pixels)
 LABEL_NOISE_SD = 0.03
 
@@ -69,6 +76,16 @@ def image_snr(image: np.ndarray) -> tuple[float, float, float]:
     return float(max(snr, 0.0)), signal, background
 
 
+def image_saturation(image: np.ndarray) -> float:
+    """Share of the bright pixels (>= half the maximum) at the maximum: flat, clipped tops."""
+    image = np.asarray(image)
+    peak = image.max()
+    plateau = int((image == peak).sum())
+    if peak <= 0 or plateau < SAT_MIN_PLATEAU:
+        return 0.0
+    return plateau / int((image >= 0.5 * peak).sum())
+
+
 def ideal_image(datamap: np.ndarray) -> np.ndarray:
     """The noiseless, ideally resolved image of a datamap (molecule counts), smoothed as images are."""
     from scipy.ndimage import gaussian_filter
@@ -88,27 +105,31 @@ def structure_similarity(image: np.ndarray, ideal: np.ndarray) -> float:
 
 
 def score_components(resolution_nm: float, snr: float, structure_loss: float,
-                     structure: float = CORR_GOOD) -> dict[str, float]:
+                     structure: float = CORR_GOOD, saturation: float = 0.0) -> dict[str, float]:
     """Each component mapped to [0, 1] (1 = what an expert wants)."""
     q_res = np.clip((RES_WORST_NM - resolution_nm) / (RES_WORST_NM - RES_BEST_NM), 0.0, 1.0)
     excess = max(snr - SNR_WORST, 0.0)
     q_snr = excess / (excess + SNR_HALF)
     q_bleach = 1.0 - np.clip(structure_loss / LOSS_WORST, 0.0, 1.0)
     q_structure = np.clip((structure - CORR_NONE) / (CORR_GOOD - CORR_NONE), 0.0, 1.0)
+    q_saturation = 1.0 - np.clip((saturation - SAT_OK) / (SAT_BAD - SAT_OK), 0.0, 1.0)
     return {"q_resolution": float(q_res), "q_snr": float(q_snr), "q_bleaching": float(q_bleach),
-            "q_structure": float(q_structure)}
+            "q_structure": float(q_structure), "q_saturation": float(q_saturation)}
 
 
-def expert_quality(resolution_nm: float, snr: float, structure_loss: float, structure: float = CORR_GOOD) -> float:
+def expert_quality(resolution_nm: float, snr: float, structure_loss: float, structure: float = CORR_GOOD,
+                   saturation: float = 0.0) -> float:
     """Noise-free virtual-expert quality in [0, 1].
 
     Resolution sets the ceiling (a confocal-like image is at best mediocre), noise multiplies it down (a
     sharp image lost in noise is bad), a faded structure takes a share off, and an image that does not
-    show the sample's structure (shuffled, empty, noise) is worth nothing whatever its photons.
+    show the sample's structure (shuffled, empty, noise) is worth nothing whatever its photons; a
+    saturated one keeps little.
     """
-    q = score_components(resolution_nm, snr, structure_loss, structure)
+    q = score_components(resolution_nm, snr, structure_loss, structure, saturation)
     value = (RES_FLOOR + (1 - RES_FLOOR) * q["q_resolution"]) * q["q_snr"] ** 0.7 \
-        * (1 - LOSS_WEIGHT + LOSS_WEIGHT * q["q_bleaching"]) * np.sqrt(q["q_structure"])
+        * (1 - LOSS_WEIGHT + LOSS_WEIGHT * q["q_bleaching"]) * np.sqrt(q["q_structure"]) \
+        * (1 - SAT_WEIGHT + SAT_WEIGHT * q["q_saturation"])
     return float(np.clip(value, 0.0, 1.0))
 
 

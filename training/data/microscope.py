@@ -168,8 +168,10 @@ class SimulatedMicroscope:
         an image derived from one, e.g. its pixels shuffled): SNR, structure shown, components, label."""
         snr, signal, background = expert.image_snr(image)
         structure = expert.structure_similarity(image, self.ideal)
+        saturation = expert.image_saturation(image)
         resolution, loss = info["resolution_nm"], info["structure_loss"]
-        clean = expert.expert_quality(resolution, snr, loss, structure)
+        clean = expert.expert_quality(resolution, snr, loss, structure, saturation)
         return {**info, "snr": snr, "signal_counts": signal, "background_counts": background,
-                "structure_similarity": structure, **expert.score_components(resolution, snr, loss, structure),
+                "structure_similarity": structure, "saturation": saturation,
+                **expert.score_components(resolution, snr, loss, structure, saturation),
                 "label_clean": clean, "label": expert.noisy_label(clean, self.rng)}

@@ -34,21 +34,24 @@ BALANCED_BINS = 10
 CSV_FIELDS = [
     "file", "name", "score", "structure", "class", "source", "seed", "index", "acquisition", "dwell_time_us",
     "p_ex_uw", "p_sted_mw", "resolution_nm", "snr", "signal_counts", "background_counts", "bleaching",
-    "bleached_fraction", "structure_loss", "structure_similarity", "molecules", "background_cps", "pixel_nm",
+    "bleached_fraction", "structure_loss", "structure_similarity", "saturation", "molecules", "background_cps", "pixel_nm",
     "detection_efficiency", "defocus_nm", "q_resolution",
-    "q_snr", "q_bleaching", "q_structure", "label_clean", "label",
+    "q_snr", "q_bleaching", "q_structure", "q_saturation", "label_clean", "label",
 ]
 # Image classes and their shares: most are acquisitions as a user tuning the microscope makes them
 # ("sted", which includes some confocal-like ones); the rest are what an expert gives (near) nothing:
 # the same photons with no structure (pixels shuffled), empty fields, confocal images, and regions
 # bleached by many earlier scans. Labels always come from the rule (label.py), never set by hand.
-CLASSES = {"sted": 0.76, "shuffled": 0.07, "empty": 0.04, "confocal": 0.04, "bleached": 0.05, "out_of_focus": 0.04}
+CLASSES = {"sted": 0.73, "shuffled": 0.07, "empty": 0.04, "confocal": 0.04, "bleached": 0.05, "out_of_focus": 0.04,
+           "saturated": 0.03}
 # The sample and detector vary as between real acquisitions (docs/data.md): pixel size 15-35 nm (20 nm most
 # often), label brightness x detection efficiency over a 6x range (log-uniform), defocus 150-400 nm sd for
-# the out-of-focus class.
+# the out-of-focus class; a saturated image is an acquisition clipped at 10-30 % of its peak (a detector or
+# an 8-bit export that ran out of range).
 PIXEL_SIZE_WEIGHTS = {15.0: 0.15, 20.0: 0.35, 25.0: 0.2, 30.0: 0.15, 35.0: 0.15}
 PHOTON_SCALE_RANGE = (0.4, 2.5)
 DEFOCUS_NM_RANGE = (150.0, 400.0)
+SATURATION_CEILING = (0.1, 0.3)
 
 
 def image_seed(seed: int, structure: str, index: int) -> int:
@@ -103,6 +106,10 @@ def simulate_one(structure: str, seed: int, index: int, balanced: bool = False) 
     image, info = scope.acquire(params["dwell_time_us"], params["p_ex_uw"], params["p_sted_mw"])
     if kind == "shuffled":   # the same photons, no structure: the expert's rule labels it
         image = rng.permutation(image.ravel()).reshape(image.shape)
+        info = scope.label(image, info)
+    elif kind == "saturated":   # flat, clipped tops: the rule's saturation term labels it
+        peak = float(image.max())
+        image = np.minimum(image, max(2, int(rng.uniform(*SATURATION_CEILING) * peak))).astype(np.uint16)
         info = scope.label(image, info)
     elif balanced:
         image, info = _steer_to_bin(structure, s, index, image, info, sample)
