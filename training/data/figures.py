@@ -11,7 +11,7 @@ import numpy as np
 GROUPS = [("synthetic-rings", "sted"), ("synthetic-mesh", "sted"), ("synthetic-puncta", "sted"),
           ("synthetic-bundles", "sted"), ("pysted-factin", "sted"), ("synthetic-filaments", "sted"),
           ("pysted-tubulin", "sted"), (None, "confocal"), (None, "out_of_focus"), (None, "bleached"),
-          (None, "shuffled"), (None, "empty")]
+          (None, "saturated"), (None, "shuffled"), (None, "empty")]
 REAL_PIXEL_NM = (15.0, 35.0)   # pixel sizes of published STED data (../shared/FACTS.md)
 
 
@@ -63,7 +63,7 @@ def class_sheet(folders: list[Path], png: Path, per_group: int = 5, seed: int = 
 
 
 def label_factors(folder: Path, png: Path) -> Path:
-    """The label against resolution, SNR, structure shown and structure lost (one point per image)."""
+    """The label against resolution, SNR, structure shown, structure lost and saturation (a point per image)."""
     plt = _plt()
     rows = _rows(folder)
     label = np.array([float(r["label_clean"]) for r in rows])
@@ -71,6 +71,8 @@ def label_factors(folder: Path, png: Path) -> Path:
     factors = [("resolution_nm", "resolution (nm, PSF FWHM)"), ("snr", "SNR"),
                ("structure_similarity", "structure shown (correlation with the ideal image)"),
                ("structure_loss", "structure lost to bleaching")]
+    if rows and "saturation" in rows[0]:
+        factors.append(("saturation", "saturation (bright pixels at the maximum)"))
     fig, axes = plt.subplots(1, len(factors), figsize=(4 * len(factors), 3.4))
     for ax, (key, title) in zip(axes, factors, strict=True):
         values = np.array([float(r[key]) for r in rows])
