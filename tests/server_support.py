@@ -185,3 +185,35 @@ def server_settings(bundle: Path, **overrides):
                   grace_period_s=10.0)
     values.update(overrides)
     return Settings(**values)
+
+
+class HeldEngine:
+    """Swap into a running server's scorer: the real engine, but each batch waits in `run` until released,
+    so tests that need a queue (deadlines, a full queue) hold the engine instead of racing it.
+
+        with HeldEngine(server.server.scorer) as held:
+            ...send; held.entered.wait(); ...; held.release.set()
+    """
+
+    def __init__(self, scorer):
+        import copy
+        import threading
+
+        self.scorer, self.good = scorer, scorer.engine
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.held = copy.copy(self.good)
+        self.held.run = self._run
+
+    def _run(self, batch):
+        self.entered.set()
+        if not self.release.wait(60):
+            raise TimeoutError("HeldEngine was never released")
+        return self.good.run(batch)
+
+    def __enter__(self):
+        self.scorer.swap(self.held)
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+        self.scorer.swap(self.good)

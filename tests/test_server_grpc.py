@@ -1,7 +1,6 @@
 """stedq.v1.QualityService over a real gRPC server (127.0.0.1, random port, real onnxruntime)."""
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -11,10 +10,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from stedq.pixels import demo_image
 from stedq.tiling import tile_origins
 from stedq.v1 import quality_pb2 as pb
 from stedq.v1 import quality_pb2_grpc as pb_grpc
 from tests.server_support import (
+    HeldEngine,
     ThreadedServer,
     model_bundle,
     pb_image,
@@ -64,14 +65,18 @@ def test_scores_equal_in_process_onnxruntime_in_order(stub, bundle):
 
 
 def test_integer_images_are_photon_counts_whatever_the_dtype(stub, bundle):
+    # A structured image of real counts (peak 250: fits uint8), so the expected score is not 0 and a dtype
+    # read at the wrong scale would show.
     rng = np.random.default_rng(3)
-    counts = rng.poisson(30, (224, 224))
+    counts = rng.poisson(demo_image(224, seed=3) * 250)
     images = [pb_image(counts.astype(dtype)) for dtype in (np.uint8, np.uint16, np.int16, np.uint32)]
     float_counts = pb_image(counts.astype(np.float32))
     float_counts.intensity = pb.INTENSITY_COUNTS
     response = stub.Score(pb.ScoreRequest(images=[*images, float_counts]), timeout=60)
     expected = reference_scores(bundle, (counts / np.float32(65535)).astype(np.float32)[None])[0]
     np.testing.assert_allclose([r.score for r in response.results], [expected] * 5, atol=TOLERANCE)
+    as_model_scale = reference_scores(bundle, (counts / np.float32(255)).astype(np.float32)[None])[0]
+    assert abs(expected - as_model_scale) > 10 * TOLERANCE, (expected, as_model_scale)
 
 
 def test_float32_is_on_the_model_scale_unless_it_says_counts(stub):
@@ -126,6 +131,8 @@ BAD_REQUESTS = {
     "empty batch": ([], "images: empty batch"),
     "wrong byte length": ([GOOD, pb.Image(data=b"\0" * 100, dtype=pb.DTYPE_UINT16, height=224, width=224)],
                           "images[1]: data has 100 bytes but a 224x224 uint16 image needs 100352"),
+    "over-long byte string": ([pb.Image(data=b"\0" * (224 * 224 * 2 + 2), dtype=pb.DTYPE_UINT16, height=224, width=224)],
+                              "images[0]: data has 100354 bytes but a 224x224 uint16 image needs 100352"),
     "unknown dtype": ([pb.Image(data=b"\0" * 50176, dtype=7, height=224, width=224)], "images[0]: unknown dtype 7"),
     "unset dtype": ([pb.Image(data=b"\0" * 50176, height=224, width=224)], "images[0]: dtype is not set"),
     "too small": ([pb_image(np.zeros((63, 224), np.uint8))],
@@ -232,38 +239,33 @@ def test_health_serving_and_reflection_lists_every_service(channel):
             "grpc.reflection.v1alpha.ServerReflection"} <= names
 
 
-def test_a_full_queue_answers_resource_exhausted(stub):
-    big = pb.ScoreRequest(images=[GOOD] * 64)   # fills the whole queue (64) for several batches
-    refused = None
-    with ThreadPoolExecutor(1) as pool:
+def test_a_full_queue_answers_resource_exhausted(stub, server):
+    """The engine is held on the first batch, so the 64-image request fills the queue (64) for certain."""
+    big = pb.ScoreRequest(images=[GOOD] * 64)
+    with ThreadPoolExecutor(1) as pool, HeldEngine(server.server.scorer) as held:
         first = pool.submit(stub.Score, big, timeout=120)
-        time.sleep(0.02)
-        while refused is None and not first.done():
-            try:
-                stub.Score(pb.ScoreRequest(images=[GOOD] * 16), timeout=60)
-            except grpc.RpcError as error:
-                refused = error
+        assert held.entered.wait(30)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Score(pb.ScoreRequest(images=[GOOD] * 16), timeout=60)
+        held.release.set()
         assert len(first.result().results) == 64  # the queued request itself is unharmed
-    assert refused is not None, "a 64-image request was done before a second request could arrive"
-    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "the queue is full" in refused.details()
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "the queue is full" in refused.value.details()
 
 
 def test_requests_past_their_deadline_are_dropped_before_compute(stub, server):
+    """The engine is held on the first request's first batch; a request with a 0.2 s deadline waits
+    behind it and expires there; released, the server computes the first request only."""
     before = scrape(server.server.metrics_port)
-    with ThreadPoolExecutor(1) as pool:
-        started = time.monotonic()
+    with ThreadPoolExecutor(1) as pool, HeldEngine(server.server.scorer) as held:
         first = pool.submit(stub.Score, pb.ScoreRequest(images=[GOOD] * 64), timeout=120)
-        time.sleep(0.02)
-        try:
-            stub.Score(pb.ScoreRequest(images=[GOOD] * 2), timeout=0.2)  # queued behind 56 images
-            code = grpc.StatusCode.OK
-        except grpc.RpcError as error:
-            code = error.code()
+        assert held.entered.wait(30)
+        with pytest.raises(grpc.RpcError) as late:
+            stub.Score(pb.ScoreRequest(images=[GOOD] * 2), timeout=0.2)
+        held.release.set()
         assert len(first.result().results) == 64
-        if time.monotonic() - started < 0.3:
-            pytest.skip("this machine scores 64 images faster than the deadline: nothing queues")
-    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    stub.Score(pb.ScoreRequest(images=[GOOD]), timeout=30)   # a later batch: the late one had its turn
     after = scrape(server.server.metrics_port)
     computed = sample_value(after, "stedq_batch_size_sum") - sample_value(before, "stedq_batch_size_sum")
-    assert computed == 64  # the late request's 2 images never reached onnxruntime
+    assert computed == 64 + 1  # the late request's 2 images never reached onnxruntime

@@ -275,6 +275,9 @@ def _bad_requests() -> dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, st
     short = raw_request(one)
     short.raw_input_contents[0] = short.raw_input_contents[0][:-4]
     case("raw length", short, "has 200700 bytes, expected 200704")
+    long = raw_request(one)
+    long.raw_input_contents[0] = long.raw_input_contents[0] + b"\0" * 4
+    case("raw too long", long, "has 200708 bytes, expected 200704")
     extra = raw_request(one)
     extra.raw_input_contents.append(b"\0")
     case("raw count", extra, "raw_input_contents has 2 entries")
