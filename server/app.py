@@ -25,7 +25,7 @@ from stedq.server.interceptors import ErrorBoundaryInterceptor, MetricsIntercept
 from stedq.server.metrics import Metrics
 from stedq.server.scoring import Scorer
 from stedq.server.servicer import SERVICE_NAME, QualityServicer
-from stedq.settings import Settings
+from stedq.settings import Settings, describe, unknown_variables
 from stedq.v1 import quality_pb2_grpc
 
 log = logging.getLogger("stedq.server")
@@ -99,6 +99,7 @@ class StedqServer:
         self.self_test_score: float | None = None
         self._model_path: Path | None = None
         self._http = None
+        self.serving = False   # what GET /healthz on the metrics port says: the gRPC health of "" as a bool
         self._watcher: asyncio.Task | None = None
         self._stopping: asyncio.Task | None = None
         self._closed = asyncio.Event()
@@ -112,11 +113,14 @@ class StedqServer:
         """Health follows the batcher: NOT_SERVING from the moment its loop dies until the new one runs."""
         if self._stopping:
             return
+        self.serving = alive
         for name in ("", *self.scoring_services):
             asyncio.ensure_future(self.health.set(name, SERVING if alive else NOT_SERVING))
 
     async def open(self) -> None:
         """Load the model and open the ports; health stays NOT_SERVING until warm_up()."""
+        for warning in unknown_variables():
+            log.warning("%s", warning)
         settings = self.settings
         try:
             self._model_path = resolve_model_path(settings.model)
@@ -163,7 +167,8 @@ class StedqServer:
         if not port:
             raise StartupError(f"cannot listen on {address} (port in use, or not an address of this host?)")
         try:
-            self._http, self.metrics_port = self.metrics.serve_http(settings.bind_metrics_host, settings.metrics_port)
+            self._http, self.metrics_port = self.metrics.serve_http(settings.bind_metrics_host, settings.metrics_port,
+                                                                    healthy=lambda: self.serving)
         except OSError as exc:
             await server.stop(None)
             raise StartupError(f"cannot serve metrics on {_address(settings.bind_metrics_host, settings.metrics_port)}: "
@@ -184,15 +189,16 @@ class StedqServer:
                                f"which is not a quality score in [0, 1]; is it a stedq QualityNet model?")
         for name in ("", *self.scoring_services):
             await self.health.set(name, SERVING)
+        self.serving = True
         if settings.watch_model:
             self._watcher = asyncio.ensure_future(self._watch())
         info = scorer.model_info
         scheme = "grpcs" if settings.tls_cert else "grpc"
         log.info("stedq serving model %s %s (%s, %s) on %s://%s, metrics on http://%s/metrics; warm-up %.2f s, "
-                 "self-test score of the built-in image %.4f. %s", info.name, info.version, info.variant,
-                 info.providers[0], scheme, _address(settings.host, self.port),
+                 "self-test score of the built-in image %.4f. %s Settings: %s", info.name, info.version,
+                 info.variant, info.providers[0], scheme, _address(settings.host, self.port),
                  _address(settings.bind_metrics_host, self.metrics_port), seconds, result.score,
-                 _try_it_hint(settings.host, self.port))
+                 _try_it_hint(settings.host, self.port), describe(settings))
 
     # --- model reload
     async def reload(self) -> bool:
@@ -233,6 +239,7 @@ class StedqServer:
 
     async def _drain(self, grace: float) -> None:
         log.info("draining: health NOT_SERVING, refusing new requests, %.1f s for in-flight ones", grace)
+        self.serving = False
         await self.health.enter_graceful_shutdown()
         if self._watcher is not None:
             self._watcher.cancel()

@@ -13,13 +13,21 @@ The names are a contract: deploy's Grafana dashboard and alerts use them.
     stedq_model_info{name, version, variant, provider, device}   1 for the loaded model
     stedq_model_reloads_total{result}           "success" | "failure"
 
+plus prometheus_client's process_* metrics (resident and virtual memory, CPU seconds, open files, start time).
+The HTTP port also answers GET /healthz: 200 "ok" while the server is SERVING, 503 otherwise (a plain probe
+for load balancers and container runtimes that do not speak gRPC); any other path is 404.
+
 Requests are recorded by `stedq.server.interceptors.MetricsInterceptor` for every RPC of the scoring
 services (stedq.v1 and KServe v2), so servicers do not record them themselves.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from collections.abc import Callable
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, make_wsgi_app
 
 # 100 µs .. 30 s: fine enough for sub-millisecond work, long enough for big quality maps
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075,
@@ -53,6 +61,7 @@ class Metrics:
                                      ["result"], registry=r)
         for result in ("success", "failure"):  # exported as 0 from the start, so rate() works
             self.model_reloads.labels(result=result)
+        ProcessCollector(registry=r)
 
     def count_fits(self, fits: list[list[str]]) -> None:
         """One count per image and reason (an image with two reasons counts under both)."""
@@ -69,7 +78,44 @@ class Metrics:
         self.requests.labels(method=method, code=code).inc()
         self.request_duration.labels(method=method).observe(seconds)
 
-    def serve_http(self, host: str, port: int):
-        """Start the /metrics HTTP endpoint in a daemon thread; returns (server, bound port)."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+    def serve_http(self, host: str, port: int, healthy: Callable[[], bool] = lambda: True):
+        """Serve /metrics and /healthz in a daemon thread; returns (server, bound port)."""
+        import threading
+
+        server = make_server(host, port, http_app(self.registry, healthy), _ThreadingServer, _QuietHandler)
+        threading.Thread(target=server.serve_forever, name="stedq-metrics-http", daemon=True).start()
         return server, server.server_port
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, handler):
+        if ":" in address[0]:   # an IPv6 address (e.g. "::")
+            import socket
+
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # no access log line per scrape or probe
+        pass
+
+
+def http_app(registry: CollectorRegistry, healthy: Callable[[], bool]):
+    """WSGI app: /metrics (Prometheus text), /healthz (200 ok / 503 not serving), else 404."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics(environ, start_response)
+        if path == "/healthz":
+            ok = healthy()
+            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"ok\n" if ok else b"not serving\n"]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: this port serves /metrics and /healthz\n"]
+    return app

@@ -8,6 +8,9 @@ build the object with `settings_from_args(args)`, so every flag has a matching S
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +18,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "STEDQ_"
+# STEDQ_* variables that are not settings but belong to other parts (study app, bench, compose ports, proto).
+OTHER_VARIABLES = ("STEDQ_STUDY_", "STEDQ_BENCH_", "STEDQ_PROTO_DIR", "STEDQ_GRPC_PUBLISH", "STEDQ_METRICS_PUBLISH")
 
 
 class Settings(BaseSettings):
@@ -120,3 +125,31 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             lines.append(f"--{name.replace('_', '-')} / {ENV_PREFIX}{name.upper()} = "
                          f"{error.get('input')!r}: {error['msg']}")
         raise SettingsError("\n".join(lines)) from None
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per STEDQ_* variable that no setting reads (a typo is otherwise silently ignored),
+    naming the closest setting's variable."""
+    environ = os.environ if environ is None else environ
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    warnings = []
+    for key in sorted(environ):
+        if not key.upper().startswith(ENV_PREFIX) or key.upper() in known or key.upper().startswith(OTHER_VARIABLES):
+            continue
+        # Compare without underscores too, so STEDQ_MAX_BATCHSIZE finds STEDQ_MAX_BATCH_SIZE.
+        squashed = {k.replace("_", ""): k for k in known}
+        close = difflib.get_close_matches(key.upper().replace("_", ""), list(squashed), n=1, cutoff=0.75)
+        hint = f"; did you mean {squashed[close[0]]}?" if close else ""
+        warnings.append(f"environment variable {key} is not a stedq setting and is ignored{hint}")
+    return warnings
+
+
+def describe(settings: Settings) -> str:
+    """The effective settings as `name=value` pairs (secrets shown as ***), for the start-up log line."""
+    parts = []
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            value = "***" if value.get_secret_value() else ""
+        parts.append(f"{name}={value}")
+    return " ".join(parts)

@@ -90,19 +90,38 @@ def _expected(images: int = 4) -> np.ndarray:
     return reference_scores(model_bundle(), np.stack([IMAGES[i % len(IMAGES)] for i in range(images)]))
 
 
+def _http(port: int, path: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
 def test_health_is_not_serving_until_warm_and_while_draining():
+    """gRPC health and the plain HTTP probe on the metrics port (/healthz) agree at every stage."""
     server = ThreadedServer(server_settings(model_bundle()), warm=False)
     try:
+        port = server.server.metrics_port
         assert _health(server.address) == NOT_SERVING
         assert _health(server.address, "stedq.v1.QualityService") == NOT_SERVING
+        assert _http(port, "/healthz") == (503, b"not serving\n")
         server.call(server.server.warm_up())
         assert _health(server.address) == SERVING and _health(server.address, "stedq.v1.QualityService") == SERVING
+        assert _http(port, "/healthz") == (200, b"ok\n")
+        status, body = _http(port, "/metrics")
+        assert status == 200 and b"stedq_requests_total" in body and b"process_resident_memory_bytes" in body
+        assert _http(port, "/")[0] == 404 and _http(port, "/metricz")[0] == 404
         assert server.server.self_test_score is not None and 0 <= server.server.self_test_score <= 1
         with grpc.insecure_channel(server.address) as channel:
             watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
             assert next(watch).status == SERVING
             server.loop.call_soon_threadsafe(server.server.stop, 2.0)  # drain begins
             assert next(watch).status == NOT_SERVING
+            assert _http(port, "/healthz")[0] == 503
     finally:
         server.stop()
 

@@ -1,6 +1,7 @@
 import argparse
 
 import pytest
+from pydantic import SecretStr
 
 from stedq.settings import Settings, SettingsError, add_settings_arguments, settings_from_args
 
@@ -57,3 +58,29 @@ def test_invalid_values_are_rejected(monkeypatch):
 def test_empty_path_env_means_unset(monkeypatch):
     monkeypatch.setenv("STEDQ_MODEL", "")
     assert parse([]).model is None
+
+
+def test_misspelled_variables_are_named_with_the_closest_setting():
+    from stedq.settings import unknown_variables
+
+    warnings = unknown_variables({"STEDQ_MAX_BATCHSIZE": "8", "STEDQ_LOGLEVEL": "DEBUG", "STEDQ_PORT": "1",
+                                  "STEDQ_STUDY_PORT": "9", "STEDQ_FROBNICATE": "1", "PATH": "/bin"})
+    assert warnings == [
+        "environment variable STEDQ_FROBNICATE is not a stedq setting and is ignored",
+        "environment variable STEDQ_LOGLEVEL is not a stedq setting and is ignored; did you mean STEDQ_LOG_LEVEL?",
+        "environment variable STEDQ_MAX_BATCHSIZE is not a stedq setting and is ignored; "
+        "did you mean STEDQ_MAX_BATCH_SIZE?",
+    ]
+
+
+def test_the_server_warns_at_start_up_and_logs_its_effective_settings(monkeypatch, caplog):
+    from tests.server_support import ThreadedServer, model_bundle, server_settings
+
+    monkeypatch.setenv("STEDQ_MAX_BATCHSIZE", "8")
+    settings = server_settings(model_bundle()).model_copy(update={"token": SecretStr("s3cret")})
+    with caplog.at_level("INFO"), ThreadedServer(settings):
+        pass
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "STEDQ_MAX_BATCHSIZE is not a stedq setting and is ignored; did you mean STEDQ_MAX_BATCH_SIZE?" in text
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stedq serving model")]
+    assert f"max_batch_size={settings.max_batch_size}" in line and "token=***" in line and "s3cret" not in text
