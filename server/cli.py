@@ -9,7 +9,7 @@ from stedq.settings import add_settings_arguments, settings_from_args
 SERVE_SETTINGS = [
     "model", "model_name", "variant", "device", "host", "port", "metrics_host", "metrics_port",
     "intra_op_threads", "inter_op_threads", "batching", "max_batch_size", "max_queue_delay_ms",
-    "max_queue_size", "max_message_mb", "grace_period_s", "tile_stride", "watch_model",
+    "max_queue_size", "max_inflight_mb", "max_message_mb", "grace_period_s", "tile_stride", "watch_model",
     "watch_interval_s", "tls_cert", "tls_key", "tls_client_ca", "token", "log_level",
 ]
 

@@ -17,7 +17,7 @@ import grpc
 from stedq import __version__
 from stedq.pixels import InvalidInput
 from stedq.server.scoring import Scorer
-from stedq.server.status import score_or_abort, status_for
+from stedq.server.status import SCORING_ERRORS, deadline_of, status_for
 from stedq.settings import Settings
 
 try:
@@ -31,6 +31,7 @@ try:
         OUTPUT_NAME,
         decode_request,
         encode_response,
+        payload_of,
     )
 except TypeError as exc:  # protobuf's "duplicate symbol 'inference.…'": one such module per process
     raise ImportError(
@@ -93,10 +94,11 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         info = self._scorer.model_info  # read before scoring, as stedq.v1 does (a reload may swap the model)
         await self._require_model(request.model_name, request.model_version, info.version, context)
         try:
-            decoded = decode_request(request, info.fit)
-        except InvalidInput as exc:
+            with self._scorer.admit(*payload_of(request)):
+                decoded = decode_request(request, info.fit)
+                results = await self._scorer.score(decoded.images, deadline=deadline_of(context))
+        except (InvalidInput, *SCORING_ERRORS) as exc:
             await context.abort(status_for(exc), str(exc))
-        results = await score_or_abort(self._scorer, decoded.images, context)
         if self._scorer.metrics is not None:
             self._scorer.metrics.count_fits(decoded.fits)
         return encode_response(request, decoded, [r.score for r in results], model_name=self._model_name,

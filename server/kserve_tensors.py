@@ -163,6 +163,18 @@ def _requested_outputs(request: pb.ModelInferRequest) -> list[str]:
     return list(dict.fromkeys(output.name for output in request.outputs)) or list(OUTPUTS)
 
 
+def payload_of(request: pb.ModelInferRequest) -> tuple[int, list[tuple[int, int]]]:
+    """What a request carries, for admission: pixel bytes received and the (H, W) of each image its input
+    shape claims (none when the shape claims more values than the bytes could hold)."""
+    payload = sum(len(raw) for raw in request.raw_input_contents) + sum(t.contents.ByteSize() for t in request.inputs)
+    shapes: list[tuple[int, int]] = []
+    for tensor in request.inputs:
+        dims = list(tensor.shape)
+        if len(dims) == 4 and min(dims) > 0 and dims[0] * dims[1] * dims[2] * dims[3] <= payload:
+            shapes += [(dims[2], dims[3])] * dims[0]
+    return payload, shapes
+
+
 def decode_request(request: pb.ModelInferRequest, stats: FitStatistics | None = None) -> DecodedRequest:
     """Images of a ModelInferRequest, or InvalidInput naming the input and what is wrong with it."""
     if len(request.inputs) != 1:

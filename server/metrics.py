@@ -9,6 +9,7 @@ The names are a contract: deploy's Grafana dashboard and alerts use them.
     stedq_batch_size                            images per inference call
     stedq_queue_depth                           images waiting in the batcher
     stedq_in_flight_requests                    RPCs being handled
+    stedq_in_flight_bytes                       estimated memory held by admitted requests (--max-inflight-mb)
     stedq_images_scored_total                   images scored (a tiled image counts once)
     stedq_model_info{name, version, variant, provider, device}   1 for the loaded model
     stedq_model_reloads_total{result}           "success" | "failure"
@@ -51,6 +52,8 @@ class Metrics:
                                     buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("stedq_queue_depth", "Images waiting in the batcher queue", registry=r)
         self.in_flight = Gauge("stedq_in_flight_requests", "RPCs being handled", registry=r)
+        self.in_flight_bytes = Gauge("stedq_in_flight_bytes", "Estimated memory held by admitted requests "
+                                     "(bounded by --max-inflight-mb)", registry=r)
         self.images_scored = Counter("stedq_images_scored_total", "Images scored", registry=r)
         self.fit_results = Counter("stedq_fit_results_total",
                                    "Scored images by fit verdict: ok, or each reason the image is outside "

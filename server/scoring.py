@@ -23,6 +23,7 @@ import numpy as np
 from stedq.engine import Engine, EngineError, EngineInfo
 from stedq.fit import FitStatistics
 from stedq.pixels import InvalidInput, check_image_size, demo_image
+from stedq.server.admission import InFlightBytes, request_cost
 from stedq.server.batching import DynamicBatcher
 from stedq.server.metrics import Metrics
 from stedq.settings import Settings
@@ -79,6 +80,8 @@ class Scorer:
             self._infer, max_batch_size=self.settings.max_batch_size,
             max_queue_delay_s=self.settings.max_queue_delay_ms / 1000.0,
             max_queue_size=self.settings.max_queue_size, merge=self.settings.batching, metrics=metrics)
+        self.in_flight = InFlightBytes(self.settings.max_inflight_mb * 1024 * 1024,
+                                       metrics.in_flight_bytes if metrics is not None else None)
         self.ready = False
         self._reload_lock = asyncio.Lock()
         self._publish_model()
@@ -100,6 +103,13 @@ class Scorer:
             normalization_std=list(info.std), providers=list(info.providers), device=info.device,
             variant=info.variant, max_batch_size=self.settings.max_batch_size,
             tile_stride=self.settings.tile_stride, metadata=metadata, fit=info.fit)
+
+    def admit(self, payload_bytes: int, shapes: list[tuple[int, int]]):
+        """Context manager holding a request's estimated memory (server/admission.py) while it is decoded
+        and scored; raises MemoryBoundExceeded when the in-flight bound would be passed."""
+        info = self._engine.info
+        return self.in_flight.hold(request_cost(payload_bytes, shapes, tile=max(info.input_height, info.input_width),
+                                                stride=self.settings.tile_stride))
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return self._engine.run(batch)  # read once per batch: a swap affects the next batch only

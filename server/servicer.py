@@ -12,7 +12,7 @@ import numpy as np
 from stedq.fit import FitStatistics, check_fit
 from stedq.pixels import MIN_IMAGE_SIZE, InvalidInput, decode_image, parse_dtype, parse_intensity
 from stedq.server.scoring import ImageScore, Scorer
-from stedq.server.status import SCORING_ERRORS, deadline_of, score_or_abort, status_for
+from stedq.server.status import SCORING_ERRORS, deadline_of, status_for
 from stedq.v1 import quality_pb2 as pb
 from stedq.v1 import quality_pb2_grpc as pb_grpc
 
@@ -48,6 +48,11 @@ async def decode_images_async(images, stats: FitStatistics | None,
     return await asyncio.get_running_loop().run_in_executor(None, decode_images, images, stats, field)
 
 
+def payload_of(images) -> tuple[int, list[tuple[int, int]]]:
+    """What a request carries, for admission: pixel bytes received and the (H, W) each image claims."""
+    return sum(len(image.data) for image in images), [(image.height, image.width) for image in images]
+
+
 def to_proto(result: ImageScore, image: pb.Image, fit: list[str]) -> pb.ImageScore:
     """One result, echoing what the request said of its image (pixel size), with its fit verdict."""
     message = pb.ImageScore(score=result.score, pixel_size_nm=image.pixel_size_nm, fit=fit)
@@ -64,12 +69,13 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         info = self.scorer.model_info
-        try:
-            images, fits = await decode_images_async(request.images, info.fit)
-        except InvalidInput as exc:
-            await context.abort(status_for(exc), str(exc))
         version = info.version
-        results = await score_or_abort(self.scorer, images, context)
+        try:
+            with self.scorer.admit(*payload_of(request.images)):
+                images, fits = await decode_images_async(request.images, info.fit)
+                results = await self.scorer.score(images, deadline=deadline_of(context))
+        except (InvalidInput, *SCORING_ERRORS) as exc:
+            await context.abort(status_for(exc), str(exc))
         if self.scorer.metrics is not None:
             self.scorer.metrics.count_fits(fits)
         return pb.ScoreResponse(results=[to_proto(*answer) for answer in zip(results, request.images, fits,
@@ -122,8 +128,9 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
         info = self.scorer.model_info
         version = info.version
         try:
-            images, fits = await decode_images_async(request.images, info.fit)
-            results = await self.scorer.score(images, deadline=deadline_of(context))
+            with self.scorer.admit(*payload_of(request.images)):
+                images, fits = await decode_images_async(request.images, info.fit)
+                results = await self.scorer.score(images, deadline=deadline_of(context))
             if self.scorer.metrics is not None:
                 self.scorer.metrics.count_fits(fits)
         except (InvalidInput, *SCORING_ERRORS) as exc:

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
                                                   "(a request reaching an idle server runs at once)")
     max_queue_size: int = Field(1024, ge=1,
                                 description="images waiting at most; more get RESOURCE_EXHAUSTED")
+    max_inflight_mb: int = Field(512, ge=1,
+                                 description="memory bound on all requests in flight (their pixels, decoded "
+                                             "images and model inputs), in MiB; more get RESOURCE_EXHAUSTED")
 
     # --- security
     tls_cert: Path | None = Field(None, description="server certificate (PEM) to enable TLS")
