@@ -25,6 +25,7 @@ from stedq.clients.images import (
     to_messages,
 )
 from stedq.clients.results import ImageResult, QualityMap, StreamResult
+from stedq.timing import timing_from
 from stedq.v1 import quality_pb2 as pb
 from stedq.v1 import quality_pb2_grpc as pb_grpc
 
@@ -78,6 +79,7 @@ class QualityClient:
         self.timeout, self.retries, self.client_id = timeout, retries, client_id
         self.backoff_s, self.max_backoff_s, self.stream_timeout = backoff_s, max_backoff_s, stream_timeout
         self.model_version = ""   # of the last answer
+        self.last_timing: dict[str, float] | None = None   # of the last Score answer (stedq/timing.py)
         self._channel = self.config.open(grpc)
         self._stub = pb_grpc.QualityServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -116,12 +118,13 @@ class QualityClient:
         messages = to_messages(images, intensity, pixel_size_nm)
         results: list[ImageResult] = []
         for _, chunk in split_by_size(messages, self.config.max_message_bytes):
-            response = self._call(self._stub.Score, pb.ScoreRequest(images=chunk, client_id=self.client_id),
-                                  timeout)
+            response, call = self._call(self._stub.Score.with_call,
+                                        pb.ScoreRequest(images=chunk, client_id=self.client_id), timeout)
             if len(response.results) != len(chunk):
                 raise QualityError(grpc.StatusCode.INTERNAL, f"server answered {len(response.results)} "
                                    f"results for {len(chunk)} images", target=self.target)
-            results.extend(ImageResult.from_message(r) for r in response.results)
+            self.last_timing = timing_from(call.trailing_metadata())
+            results.extend(ImageResult.from_message(r, self.last_timing) for r in response.results)
             self.model_version = response.model_version
         return results
 

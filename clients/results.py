@@ -61,12 +61,15 @@ class ImageResult:
     map: QualityMap | None = None   # only for images larger than the model input
     pixel_size_nm: float | None = None   # as sent with the image (from its file), None when unknown
     fit: tuple[str, ...] = ()            # ("ok",) or why the image is outside the training data (stedq.fit)
+    # Where its request's time went in the server, in ms (stedq/timing.py: decode, queue, inference,
+    # total); shared by the images of one request; None from a server that does not send it.
+    timing: dict[str, float] | None = None
 
     @classmethod
-    def from_message(cls, message: pb.ImageScore) -> ImageResult:
+    def from_message(cls, message: pb.ImageScore, timing: dict[str, float] | None = None) -> ImageResult:
         quality_map = QualityMap.from_message(message.map) if message.HasField("map") else None
         return cls(score=float(message.score), map=quality_map, pixel_size_nm=message.pixel_size_nm or None,
-                   fit=tuple(message.fit))
+                   fit=tuple(message.fit), timing=timing)
 
 
 @dataclass(frozen=True)

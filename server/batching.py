@@ -55,7 +55,7 @@ class InferenceFailed(BatcherError):
 
 
 class _Request:
-    __slots__ = ("rows", "results", "next_row", "done_rows", "deadline", "enqueued", "future")
+    __slots__ = ("rows", "results", "next_row", "done_rows", "deadline", "enqueued", "future", "taken", "infer_s")
 
     def __init__(self, rows: np.ndarray, deadline: float | None, future: asyncio.Future):
         self.rows = rows
@@ -65,6 +65,8 @@ class _Request:
         self.deadline = deadline   # time.monotonic() seconds, or None
         self.enqueued = time.monotonic()
         self.future = future
+        self.taken: float | None = None   # when its first rows went into a batch
+        self.infer_s = 0.0                # inference time of the batches its rows were in
 
     @property
     def remaining(self) -> int:
@@ -127,8 +129,10 @@ class DynamicBatcher:
         if self.on_alive is not None:
             self.on_alive(True)
 
-    async def submit(self, rows: np.ndarray, *, deadline: float | None = None) -> np.ndarray:
-        """Queue `rows` (N, ...) and wait for their (N,) results, in order."""
+    async def submit(self, rows: np.ndarray, *, deadline: float | None = None,
+                     timing: dict | None = None) -> np.ndarray:
+        """Queue `rows` (N, ...) and wait for their (N,) results, in order. `timing`, if given, gets
+        queue_s (enqueued to first rows batched) and inference_s (the runs its rows were in)."""
         if self._task is None:
             await self.start()
         if self._closing:
@@ -150,6 +154,10 @@ class DynamicBatcher:
         except asyncio.CancelledError:  # the client went away: its rows not yet batched are skipped
             self._drop(request)
             raise
+        finally:
+            if timing is not None:
+                timing["queue_s"] = (request.taken or time.monotonic()) - request.enqueued
+                timing["inference_s"] = request.infer_s
 
     async def close(self) -> None:
         """Refuse new work, finish everything queued, then stop the collector."""
@@ -233,6 +241,8 @@ class DynamicBatcher:
             if not self.merge and parts and parts[-1][0] is not request:
                 break
             take = min(request.remaining, self.max_batch_size - size)
+            if request.taken is None:
+                request.taken = now
             parts.append((request, request.next_row, request.next_row + take))
             request.next_row += take
             size += take
@@ -256,11 +266,13 @@ class DynamicBatcher:
             for request, _, _ in parts:
                 self._fail(request, InferenceFailed(f"inference failed: {type(exc).__name__}: {exc}"))
             return
+        took = time.perf_counter() - began
         if self.metrics is not None:
-            self.metrics.inference_duration.observe(time.perf_counter() - began)
+            self.metrics.inference_duration.observe(took)
             self.metrics.batch_size.observe(len(batch))
         offset = 0
         for request, start, stop in parts:
+            request.infer_s += took
             chunk = results[offset:offset + stop - start]
             offset += stop - start
             if request.future.done():

@@ -12,12 +12,14 @@ Served model: `settings.model_name` (default "quality"), input "image" FP32 [-1,
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from stedq import __version__
 from stedq.pixels import InvalidInput
 from stedq.server.scoring import Scorer
-from stedq.server.status import SCORING_ERRORS, deadline_of, status_for
+from stedq.server.status import SCORING_ERRORS, deadline_of, send_timing, status_for
 from stedq.settings import Settings
 
 try:
@@ -91,14 +93,18 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- inference
     async def ModelInfer(self, request, context):
+        arrived = time.perf_counter()
         info = self._scorer.model_info  # read before scoring, as stedq.v1 does (a reload may swap the model)
         await self._require_model(request.model_name, request.model_version, info.version, context)
+        timing: dict[str, float] = {}
         try:
             with self._scorer.admit(*payload_of(request)):
                 decoded = decode_request(request, info.fit)
-                results = await self._scorer.score(decoded.images, deadline=deadline_of(context))
+                timing["decode"] = time.perf_counter() - arrived
+                results = await self._scorer.score(decoded.images, deadline=deadline_of(context), timing=timing)
         except (InvalidInput, *SCORING_ERRORS) as exc:
             await context.abort(status_for(exc), str(exc))
+        send_timing(context, timing, arrived)
         if self._scorer.metrics is not None:
             self._scorer.metrics.count_fits(decoded.fits)
         return encode_response(request, decoded, [r.score for r in results], model_name=self._model_name,

@@ -167,8 +167,10 @@ class Scorer:
         await self.batcher.close()
 
     # --- scoring
-    async def score(self, images: list[np.ndarray], *, deadline: float | None = None) -> list[ImageScore]:
-        """Score float32 (H, W) images in [0, 1]; `deadline` is a time.monotonic() value or None.
+    async def score(self, images: list[np.ndarray], *, deadline: float | None = None,
+                    timing: dict | None = None) -> list[ImageScore]:
+        """Score float32 (H, W) images in [0, 1]; `deadline` is a time.monotonic() value or None;
+        `timing`, if given, gets the batcher's queue_s and inference_s for this request.
 
         Raises InvalidInput, or the batcher's QueueFull / DeadlineExceeded / BatcherClosed /
         InferenceFailed."""
@@ -196,7 +198,7 @@ class Scorer:
         else:  # copying hundreds of tiles takes a while: keep the event loop free meanwhile
             batch = await asyncio.get_running_loop().run_in_executor(None, _stack, tiles)
         started = time.monotonic()
-        scores = await self.batcher.submit(batch, deadline=deadline)
+        scores = await self.batcher.submit(batch, deadline=deadline, timing=timing)
         log.debug("scored %d images (%d inputs) in %.1f ms", len(images), len(tiles),
                   (time.monotonic() - started) * 1000)
         results: list[ImageScore] = []

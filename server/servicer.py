@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import grpc
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from stedq.fit import FitStatistics, check_fit
 from stedq.pixels import MIN_IMAGE_SIZE, InvalidInput, decode_image, parse_dtype, parse_intensity
 from stedq.server.scoring import ImageScore, Scorer
-from stedq.server.status import SCORING_ERRORS, deadline_of, status_for
+from stedq.server.status import SCORING_ERRORS, deadline_of, send_timing, status_for
 from stedq.v1 import quality_pb2 as pb
 from stedq.v1 import quality_pb2_grpc as pb_grpc
 
@@ -68,14 +69,18 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
         self.scorer = scorer
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        arrived = time.perf_counter()
         info = self.scorer.model_info
         version = info.version
+        timing: dict[str, float] = {}
         try:
             with self.scorer.admit(*payload_of(request.images)):
                 images, fits = await decode_images_async(request.images, info.fit)
-                results = await self.scorer.score(images, deadline=deadline_of(context))
+                timing["decode"] = time.perf_counter() - arrived
+                results = await self.scorer.score(images, deadline=deadline_of(context), timing=timing)
         except (InvalidInput, *SCORING_ERRORS) as exc:
             await context.abort(status_for(exc), str(exc))
+        send_timing(context, timing, arrived)
         if self.scorer.metrics is not None:
             self.scorer.metrics.count_fits(fits)
         return pb.ScoreResponse(results=[to_proto(*answer) for answer in zip(results, request.images, fits,

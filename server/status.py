@@ -15,6 +15,7 @@ from stedq.server.batching import (
     InferenceFailed,
     QueueFull,
 )
+from stedq.timing import TIMING_KEY, format_timing
 
 _CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
@@ -40,3 +41,11 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
     """The RPC's deadline on the time.monotonic() clock (what Scorer.score takes), or None."""
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
+
+
+def send_timing(context: grpc.aio.ServicerContext, timing: dict[str, float], arrived: float) -> None:
+    """Put the request's timing (stedq/timing.py) in the answer's trailing metadata; `timing` holds decode,
+    and the batcher's queue_s / inference_s, in seconds; `arrived` is a time.perf_counter() value."""
+    stages = {"decode": timing.get("decode", 0.0), "queue": timing.get("queue_s", 0.0),
+              "inference": timing.get("inference_s", 0.0), "total": time.perf_counter() - arrived}
+    context.set_trailing_metadata(((TIMING_KEY, format_timing(stages)),))

@@ -220,3 +220,27 @@ def test_async_client(server, bundle):
     np.testing.assert_allclose(np.concatenate([by_id["0"], by_id["1"]]), expected, atol=TOLERANCE)
     assert quality_map.scores.shape == (1, 3)
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_every_answer_says_where_its_time_went(client, server):
+    """Score (Python client) and KServe v2 ModelInfer carry stedq-timing-ms in trailing metadata: every
+    stage present, none negative, and the parts within the total."""
+    import grpc as grpc_module
+
+    from stedq.kserve import grpc_service_pb2 as kpb
+    from stedq.kserve import grpc_service_pb2_grpc as kpb_grpc
+    from stedq.timing import STAGES, timing_from
+
+    results = client.score_images([np.random.default_rng(0).poisson(20, (224, 224)).astype(np.uint16)] * 3)
+    timing = results[0].timing
+    assert timing is not None and set(timing) == set(STAGES) and timing == client.last_timing
+    assert all(r.timing == timing for r in results) and min(timing.values()) >= 0
+    assert timing["decode"] + timing["queue"] + timing["inference"] <= timing["total"] + 0.01
+    assert timing["inference"] > 0
+    request = kpb.ModelInferRequest(model_name="quality")
+    request.inputs.add(name="image", datatype="FP32", shape=[1, 1, 224, 224])
+    request.raw_input_contents.append(np.full((1, 1, 224, 224), 0.1, np.float32).tobytes())
+    with grpc_module.insecure_channel(server.address) as channel:
+        _, call = kpb_grpc.GRPCInferenceServiceStub(channel).ModelInfer.with_call(request, timeout=30)
+    kserve = timing_from(call.trailing_metadata())
+    assert kserve is not None and set(kserve) == set(STAGES) and kserve["inference"] > 0
