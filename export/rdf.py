@@ -85,6 +85,9 @@ Scores a 224×224 STED microscopy image for quality in [0, 1], the way an expert
 - Variants: {", ".join(f"{k} ({v})" for k, v in manifest.variants.items())}; all share the same I/O.
 - Training data: {data.get("description", "unknown")} (hash {data.get("hash", "") or "none"}).
 - Test metrics (FP32 PyTorch, test split): {_numbers(manifest.metrics.get("test") or {})}.
+- Real images: trained on simulated images only; the synthetic validation split chose the epoch. Real
+  STED images (`validation/real-dev`) are a release gate (`stedq evaluate --real`, docs/training.md),
+  never used for training, for choosing among runs or for tuning.
 
 ## Validation
 
