@@ -4,6 +4,7 @@ and the held bytes freed whatever the answer."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -81,3 +82,33 @@ def test_a_request_past_the_bound_is_resource_exhausted_and_the_bytes_are_freed(
         assert len(stub.Score(pb.ScoreRequest(images=[small]), timeout=30).results) == 1   # freed: admitted again
     assert server.server.scorer.in_flight.used == 0
     assert scrape(server.server.metrics_port)["stedq_in_flight_bytes"][0][1] == 0
+
+
+def test_clients_that_cancel_mid_batch_free_their_slot_and_bytes(server):
+    """Calls cancelled while the engine holds the first batch: once released, nothing of them stays in
+    the queue, the in-flight gauges and the held bytes return to 0, and their rows are not computed."""
+    small = pb_image(np.random.default_rng(1).poisson(20, (224, 224)).astype(np.uint16))
+    before = scrape(server.server.metrics_port)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.QualityServiceStub(channel)
+        with HeldEngine(server.server.scorer) as held:
+            first = stub.Score.future(pb.ScoreRequest(images=[small]), timeout=60)
+            assert held.entered.wait(30)
+            waiting = stub.Score.future(pb.ScoreRequest(images=[small]), timeout=60)
+            for _ in range(200):                      # until the server holds it in the queue
+                if server.server.scorer.batcher.queue_depth == 1:
+                    break
+                time.sleep(0.01)
+            assert server.server.scorer.batcher.queue_depth == 1
+            assert waiting.cancel()
+            held.release.set()
+            assert len(first.result().results) == 1
+        assert len(stub.Score(pb.ScoreRequest(images=[small]), timeout=30).results) == 1
+    after = scrape(server.server.metrics_port)
+
+    def total(samples, name):
+        return sum(value for _, value in samples.get(name, []))
+    assert server.server.scorer.batcher.queue_depth == 0 and server.server.scorer.in_flight.used == 0
+    assert total(after, "stedq_in_flight_requests") == 0 and total(after, "stedq_in_flight_bytes") == 0
+    # computed: the first request's image and the last one's, never the cancelled one's
+    assert total(after, "stedq_batch_size_sum") - total(before, "stedq_batch_size_sum") == 2
