@@ -64,6 +64,13 @@ def _rasterize(points: np.ndarray, pixel_nm: float = PIXEL_NM) -> np.ndarray:
     return grid
 
 
+def _frame(path: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit tangents and normals along a path."""
+    tangents = np.gradient(path, axis=0)
+    tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
+    return tangents, np.stack([-tangents[:, 1], tangents[:, 0]], axis=1)
+
+
 def actin_rings(rng: np.random.Generator, extent: float) -> np.ndarray:
     """1-2 axons with a periodic ring lattice (~190 nm), random width, bend, ring density and gaps."""
     points = []
@@ -72,9 +79,7 @@ def actin_rings(rng: np.random.Generator, extent: float) -> np.ndarray:
         width_px = rng.uniform(18, 40)                      # 360-800 nm axon diameter
         period_px = rng.normal(RING_PERIOD_NM, 6) / PIXEL_NM
         per_ring = rng.uniform(0.8, 2.0) * width_px         # molecules per ring
-        tangents = np.gradient(path, axis=0)
-        tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
-        normals = np.stack([-tangents[:, 1], tangents[:, 0]], axis=1)
+        tangents, normals = _frame(path)
         phase = rng.uniform(0, period_px)
         for k in np.arange(phase, len(path) - 1, period_px):
             i = int(k)
@@ -97,9 +102,7 @@ def actin_mesh(rng: np.random.Generator, extent: float) -> np.ndarray:
     """A dendrite: a curved shaft filled with short filaments at random angles, and spine heads on its edge."""
     path = _through_field(rng, extent, turn_sd=rng.uniform(0.002, 0.015))
     width_px = rng.uniform(40, 90)                              # 0.8-1.8 um dendrite
-    tangents = np.gradient(path, axis=0)
-    tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
-    normals = np.stack([-tangents[:, 1], tangents[:, 0]], axis=1)
+    _, normals = _frame(path)
     points = []
     for _ in range(int(rng.integers(800, 1600))):               # filaments of 100-400 nm
         i = int(rng.integers(len(path)))
@@ -118,18 +121,12 @@ def actin_mesh(rng: np.random.Generator, extent: float) -> np.ndarray:
     return np.concatenate(points)
 
 
-def _normals(path: np.ndarray) -> np.ndarray:
-    tangents = np.gradient(path, axis=0)
-    tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
-    return np.stack([-tangents[:, 1], tangents[:, 0]], axis=1)
-
-
 def synapse_puncta(rng: np.random.Generator, extent: float) -> np.ndarray:
     """Synapses along 1-3 (unlabelled) dendrites: 1-4 nanoclusters each, over a faint diffuse label."""
     points = []
     for _ in range(int(rng.integers(1, 4))):
         path = _through_field(rng, extent, turn_sd=rng.uniform(0.002, 0.02))
-        normals = _normals(path)
+        _, normals = _frame(path)
         for _ in range(int(rng.poisson(rng.uniform(6, 14) * extent / FIELD_PX))):
             i = int(rng.integers(len(path)))
             synapse = path[i] + rng.normal(0, 25) * normals[i]         # spines up to ~0.5 um off the shaft
@@ -147,7 +144,7 @@ def tubulin_bundles(rng: np.random.Generator, extent: float) -> np.ndarray:
     points = []
     for _ in range(int(rng.choice([1, 1, 2]))):
         path = _through_field(rng, extent, turn_sd=rng.uniform(0.002, 0.015), step_px=0.5)
-        normals = _normals(path)
+        _, normals = _frame(path)
         n_tubes = int(rng.integers(4, 13))
         spacing = rng.uniform(1.5, 4.0)
         offsets = (np.arange(n_tubes) - (n_tubes - 1) / 2) * spacing
