@@ -19,6 +19,7 @@ from stedq.server.app import StartupError, StedqServer, _try_it_hint
 from stedq.v1 import quality_pb2 as pb
 from stedq.v1 import quality_pb2_grpc as pb_grpc
 from tests.server_support import (
+    HeldEngine,
     ThreadedServer,
     copy_bundle,
     free_port,
@@ -221,6 +222,31 @@ def test_a_changed_bundle_is_reloaded_under_load_without_failures(tmp_path):
     assert max(np.max(np.abs(c[4] - expected)) for c in calls) <= 1e-6
     assert sample_value(samples, "stedq_model_reloads_total", result="success") == 1
     assert sample_value(samples, "stedq_model_info", version="v2") == 1
+
+
+def test_a_request_sent_while_draining_is_unavailable_and_the_one_in_flight_finishes():
+    """The engine is held on an in-flight request while the server begins draining (what SIGTERM does):
+    a request sent then is refused UNAVAILABLE, the in-flight one is answered once released."""
+    server = ThreadedServer(server_settings(model_bundle(), grace_period_s=30))
+    try:
+        with grpc.insecure_channel(server.address) as channel, HeldEngine(server.server.scorer) as held:
+            stub = pb_grpc.QualityServiceStub(channel)
+            image = pb_image(np.random.default_rng(0).poisson(20, (224, 224)).astype(np.uint16))
+            first = stub.Score.future(pb.ScoreRequest(images=[image]), timeout=60)
+            assert held.entered.wait(30)
+            server.loop.call_soon_threadsafe(server.server.stop)   # drain begins, as on SIGTERM
+            end = time.monotonic() + 30
+            while server.server.serving and time.monotonic() < end:
+                time.sleep(0.01)
+            with pytest.raises(grpc.RpcError) as late:
+                stub.Score(pb.ScoreRequest(images=[image]), timeout=30)
+            held.release.set()
+            assert len(first.result().results) == 1
+        assert late.value.code() == grpc.StatusCode.UNAVAILABLE, late.value.details()
+    finally:
+        server.call(server.server.wait_closed())
+        server.loop.call_soon_threadsafe(server.loop.stop)
+        server.thread.join(10)
 
 
 @pytest.mark.slow
