@@ -11,6 +11,7 @@ examples:
       FP32 + INT8 + FP16, images from the dataset the checkpoint was trained on
   stedq export runs/q1/best.pt --out models/q1 --data data/synth --variants int8
   stedq export --untrained --out /tmp/placeholder      random-weights bundle for development
+  stedq export --triton triton-models                  the bundled model as a Triton model repository
 
 The bundle's FP32 model must match PyTorch within --parity-tolerance at batch 1, 7, 32 and 64, or
 nothing is written. INT8 and FP16 are written only when they pass the accuracy gate against FP32 on
@@ -26,7 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "a manifest and a bioimage.io rdf.yaml.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", nargs="?", help="training run folder (uses best.pt) or checkpoint .pt file")
-    parser.add_argument("--out", required=True, help="bundle folder to write (created or updated in place)")
+    parser.add_argument("--out", help="bundle folder to write (created or updated in place)")
+    parser.add_argument("--triton", metavar="DIR",
+                        help="instead: write a Triton model repository (config.pbtxt + 1/model.onnx) for the "
+                             "bundle folder given as CHECKPOINT (default: the bundled model)")
     parser.add_argument("--name", default="quality", help="model name in the manifest (default: quality)")
     parser.add_argument("--model-version", default=None,
                         help="model version in the manifest (default: 1.0.0; 0.0.0-untrained with --untrained)")
@@ -59,6 +63,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _triton(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import stedq
+    from stedq.bundle import BundleError
+    from stedq.export.triton import write_triton_repository
+
+    bundle = Path(args.checkpoint) if args.checkpoint else stedq.DEFAULT_MODEL_DIR
+    try:
+        model_dir = write_triton_repository(bundle, Path(args.triton))
+    except (BundleError, OSError, ValueError) as exc:
+        print(f"stedq export: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {model_dir} (config.pbtxt, 1/model.onnx): serve with "
+          f"`tritonserver --model-repository {Path(args.triton)}`")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -69,7 +91,11 @@ def run(args: argparse.Namespace) -> int:
     from stedq.export.variants import INT8_PLACEMENTS
     from stedq.export.writer import ExportOptions, export_bundle
 
+    if args.triton:
+        return _triton(args)
     try:
+        if not args.out:
+            raise ExportError("give --out BUNDLE_DIR (or --triton DIR to write a Triton model repository)")
         if args.untrained == bool(args.checkpoint):
             raise ExportError("give a CHECKPOINT (run folder or .pt file), or --untrained for a placeholder")
         variants = tuple(v.strip().lower() for v in args.variants.split(",") if v.strip())
