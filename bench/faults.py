@@ -158,13 +158,15 @@ def streams(stub, server, seconds: float) -> dict:
 
 def memory(stub, server, seconds: float) -> dict:
     from stedq.clients import QualityClient
+    from stedq.clients.large import Limits, score_in_bands
 
     rss = {"idle_mb": round(server.usage().rss_mb)}
     big = np.random.default_rng(0).poisson(10, (4096, 4096)).astype(np.uint16)
     with QualityClient(server.target) as client:
+        limits = Limits.of(client, client.model_info())
         for k in range(2000):
             if k % 250 == 0:
-                client.score(big)
+                score_in_bands(client, big, limits)   # as `stedq score` sends an image this large
             else:
                 client.score([np.frombuffer(_image(k).data, np.uint16).reshape(224, 224)] * (1 + k % 16))
     rss["after_mb"] = round(server.usage().rss_mb)
