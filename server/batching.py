@@ -132,7 +132,7 @@ class DynamicBatcher:
     async def submit(self, rows: np.ndarray, *, deadline: float | None = None,
                      timing: dict | None = None) -> np.ndarray:
         """Queue `rows` (N, ...) and wait for their (N,) results, in order. `timing`, if given, gets
-        queue_s (enqueued to first rows batched) and inference_s (the runs its rows were in)."""
+        "queue" (enqueued to first rows batched) and "inference" (the runs its rows were in), in seconds."""
         if self._task is None:
             await self.start()
         if self._closing:
@@ -156,8 +156,8 @@ class DynamicBatcher:
             raise
         finally:
             if timing is not None:
-                timing["queue_s"] = (request.taken or time.monotonic()) - request.enqueued
-                timing["inference_s"] = request.infer_s
+                timing["queue"] = (request.taken or time.monotonic()) - request.enqueued
+                timing["inference"] = request.infer_s
 
     async def close(self) -> None:
         """Refuse new work, finish everything queued, then stop the collector."""

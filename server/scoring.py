@@ -170,7 +170,7 @@ class Scorer:
     async def score(self, images: list[np.ndarray], *, deadline: float | None = None,
                     timing: dict | None = None) -> list[ImageScore]:
         """Score float32 (H, W) images in [0, 1]; `deadline` is a time.monotonic() value or None;
-        `timing`, if given, gets the batcher's queue_s and inference_s for this request.
+        `timing`, if given, gets the batcher's "queue" and "inference" seconds for this request.
 
         Raises InvalidInput, or the batcher's QueueFull / DeadlineExceeded / BatcherClosed /
         InferenceFailed."""

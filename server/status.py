@@ -44,8 +44,7 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
 
 
 def send_timing(context: grpc.aio.ServicerContext, timing: dict[str, float], arrived: float) -> None:
-    """Put the request's timing (stedq/timing.py) in the answer's trailing metadata; `timing` holds decode,
-    and the batcher's queue_s / inference_s, in seconds; `arrived` is a time.perf_counter() value."""
-    stages = {"decode": timing.get("decode", 0.0), "queue": timing.get("queue_s", 0.0),
-              "inference": timing.get("inference_s", 0.0), "total": time.perf_counter() - arrived}
+    """Put the request's timing (stedq/timing.py) in the answer's trailing metadata; `timing` holds the
+    seconds of decode, queue and inference; `arrived` is a time.perf_counter() value."""
+    stages = {**timing, "total": time.perf_counter() - arrived}
     context.set_trailing_metadata(((TIMING_KEY, format_timing(stages)),))
