@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _plt():
+def pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -24,7 +24,7 @@ def _plt():
 def resolution_plot(png: Path) -> Path:
     from stedq.training.data.microscope import PARAMETER_RANGES, resolution_nm
 
-    plt = _plt()
+    plt = pyplot()
     powers = np.linspace(*PARAMETER_RANGES["p_sted_mw"], 61)
     widths = [resolution_nm(10.0, float(p)) for p in powers]
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
@@ -44,7 +44,7 @@ def label_map(png: Path, p_ex_uw: float = 10.0, samples: int = 2, progress: bool
 
     from stedq.training.data.microscope import SimulatedMicroscope
 
-    plt = _plt()
+    plt = pyplot()
     powers = np.array([0, 5, 10, 20, 35, 50, 70, 90, 120, 150], dtype=float)
     dwells = np.array([2, 4, 7, 12, 20, 35, 60, 100], dtype=float)
     keys = ("label_clean", "q_resolution", "q_snr", "bleaching")
@@ -82,7 +82,7 @@ def label_map(png: Path, p_ex_uw: float = 10.0, samples: int = 2, progress: bool
 
 
 def components_plot(labels_csv: Path, png: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     with open(labels_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows:

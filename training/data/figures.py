@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from stedq.training.data.calibration import pyplot
+from stedq.training.data.preview import sheet_cell, show_counts
+
 GROUPS = [("synthetic-rings", "sted"), ("synthetic-mesh", "sted"), ("synthetic-puncta", "sted"),
           ("synthetic-bundles", "sted"), ("pysted-factin", "sted"), ("synthetic-filaments", "sted"),
           ("pysted-tubulin", "sted"), (None, "confocal"), (None, "out_of_focus"), (None, "bleached"),
@@ -20,20 +23,11 @@ def _rows(folder: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def class_sheet(folders: list[Path], png: Path, per_group: int = 5, seed: int = 0) -> Path:
     """One row per sample source (STED acquisitions) and per near-0 class, `per_group` random images each."""
     import tifffile
 
-    plt = _plt()
+    plt = pyplot()
     rows = [(Path(folder), row) for folder in folders for row in _rows(folder)]
     rng = np.random.default_rng(seed)
     groups = [(source, kind, [r for r in rows if r[1].get("class", "sted") == kind
@@ -43,16 +37,12 @@ def class_sheet(folders: list[Path], png: Path, per_group: int = 5, seed: int = 
     for line, (source, kind, members) in zip(axes, groups, strict=True):
         chosen = rng.choice(len(members), size=min(per_group, len(members)), replace=False)
         for col, ax in enumerate(line):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if col == 0:
-                ax.set_ylabel(f"{source or kind}\n({len(members)})", fontsize=8)
-            if col >= len(chosen):
-                ax.set_frame_on(False)
+            ylabel = f"{source or kind}\n({len(members)})" if col == 0 else None
+            if not sheet_cell(ax, ylabel, filled=col < len(chosen)):
                 continue
             folder, row = members[chosen[col]]
             image = tifffile.imread(folder / row["file"])
-            ax.imshow(image, cmap="hot", vmin=0, vmax=max(float(np.percentile(image, 99.5)), 1.0))
+            show_counts(ax, image)
             pixel = f", {float(row['pixel_nm']):.0f} nm" if row.get("pixel_nm") else ""
             ax.set_title(f"q={float(row['label']):.2f}, max {int(image.max())}{pixel}", fontsize=7)
     fig.suptitle("simulated images by sample source and class (each with its own contrast)", fontsize=9)
@@ -64,7 +54,7 @@ def class_sheet(folders: list[Path], png: Path, per_group: int = 5, seed: int = 
 
 def label_factors(folder: Path, png: Path) -> Path:
     """The label against resolution, SNR, structure shown, structure lost and saturation (a point per image)."""
-    plt = _plt()
+    plt = pyplot()
     rows = _rows(folder)
     label = np.array([float(r["label_clean"]) for r in rows])
     kinds = np.array([r.get("class", "sted") for r in rows])
@@ -96,7 +86,7 @@ def count_histograms(folder: Path, real: Path, png: Path) -> Path:
 
     from stedq.files import read_frames
 
-    plt = _plt()
+    plt = pyplot()
     sted_rows = [r for r in _rows(folder) if r.get("class", "sted") == "sted"]
     synthetic = [tifffile.imread(Path(folder) / r["file"]) for r in sted_rows]
     reals = [frame.image for path in sorted(Path(real).rglob("*.tif")) for frame in read_frames(path)

@@ -21,6 +21,23 @@ def _labelled_folders(folder: Path) -> list[Path]:
     return [p for p in subfolders if any(q.suffix.lower() in (".tif", ".tiff") for q in p.iterdir())] or [folder]
 
 
+def sheet_cell(ax, ylabel: str | None, *, filled: bool, fontsize: int = 8) -> bool:
+    """One cell of a contact sheet: no ticks, the row's label in the first column, no frame when the row
+    has no image for it. True when an image goes in the cell."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if ylabel is not None:
+        ax.set_ylabel(ylabel, fontsize=fontsize)
+    if not filled:
+        ax.set_frame_on(False)
+    return filled
+
+
+def show_counts(ax, image: np.ndarray) -> None:
+    """A photon-count image with its own contrast (0 to its 99.5th percentile)."""
+    ax.imshow(image, cmap="hot", vmin=0, vmax=max(float(np.percentile(image, 99.5)), 1.0), interpolation="nearest")
+
+
 def contact_sheet(folder: Path, png: Path, per_bin: int = 4, seed: int = 0) -> Path:
     """Rows = quality bins (best on top), `per_bin` images each, drawn at random (fixed seed)."""
     import matplotlib
@@ -45,17 +62,12 @@ def contact_sheet(folder: Path, png: Path, per_bin: int = 4, seed: int = 0) -> P
             if len(members) else []
         for col in range(per_bin):
             ax = axes[row, col]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if col == 0:
-                ax.set_ylabel(f"quality {low:.1f}-{high:.1f}\n({len(members)} images)", fontsize=9)
-            if col >= len(chosen):
-                ax.set_frame_on(False)
+            ylabel = f"quality {low:.1f}-{high:.1f}\n({len(members)} images)" if col == 0 else None
+            if not sheet_cell(ax, ylabel, filled=col < len(chosen), fontsize=9):
                 continue
             path, label, _ = entries[chosen[col]]
             image = tifffile.imread(path)
-            top = max(float(np.percentile(image, 99.5)), 1.0)
-            ax.imshow(image, cmap="hot", vmin=0, vmax=top, interpolation="nearest")
+            show_counts(ax, image)
             ax.set_title(f"{path.stem.rsplit('-', 1)[0]}  q={label:.2f}", fontsize=8)
             ax.set_xlabel(f"max {int(image.max())} counts", fontsize=7)
     fig.suptitle(f"{folder}: {len(entries)} images by quality (each with its own contrast)", fontsize=10)
