@@ -149,3 +149,18 @@ def test_load_checkpoint_errors(tmp_path):
     torch.save({"model": {}}, tmp_path / "partial.pt")
     with pytest.raises(CheckpointError, match="missing key.*normalization"):
         load_checkpoint(tmp_path / "partial.pt")
+
+
+def test_cosine_schedule_lowers_the_rate_each_epoch_and_resumes_alike(tmp_path):
+    ds = tiny_dataset()
+    cosine = config(epochs=3, lr_schedule="cosine", lr=0.02)
+    train(ds, tmp_path / "full", cosine)
+    rates = [float(r["lr"]) for r in csv.DictReader((tmp_path / "full" / "log.csv").open())]
+    assert rates[0] == pytest.approx(0.02) and rates[0] > rates[1] > rates[2] > 0
+    assert rates[2] == pytest.approx(0.02 * 0.25)  # half cosine at 2/3 of the way
+    train(ds, tmp_path / "resumed", config(epochs=1, lr_schedule="cosine", lr=0.02))
+    train(ds, tmp_path / "resumed", cosine, resume=True)
+    a, b = (load_checkpoint(tmp_path / run / "last.pt") for run in ("full", "resumed"))
+    assert [h["lr"] for h in a["history"]] == [h["lr"] for h in b["history"]]
+    with pytest.raises(TrainingError, match="--lr-schedule"):
+        train(ds, tmp_path / "bad", config(lr_schedule="step"))

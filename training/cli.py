@@ -22,7 +22,9 @@ TRAIN_HELP = {
     "epochs": "most epochs (early stopping usually stops first)",
     "patience": "stop after this many epochs without a better validation loss",
     "batch_size": "images per SGD step",
-    "lr": "SGD learning rate",
+    "lr": "SGD learning rate (the first epoch's, with --lr-schedule cosine)",
+    "lr_schedule": "constant (the paper) or cosine: the learning rate falls along a half cosine to 0 at "
+                   "--epochs (not in the paper: settles the weights; set --epochs to the planned length)",
     "momentum": "SGD momentum",
     "weight_decay": "SGD weight decay (L2)",
     "augment": "add a flipped/rotated copy of every training image each epoch (doubles the set)",
@@ -35,7 +37,8 @@ TRAIN_HELP = {
     "threads": "torch intra-op threads (0 = torch's default)",
     "max_minutes": "stop before an epoch that would end past this many minutes (0 = no limit)",
 }
-CHOICES = {"device": ["auto", "cpu", "cuda"], "precision": ["auto", "bf16", "fp32"]}
+CHOICES = {"device": ["auto", "cpu", "cuda"], "precision": ["auto", "bf16", "fp32"],
+           "lr_schedule": ["constant", "cosine"]}
 
 TRAIN_EPILOG = """\
 writes OUT/best.pt (best validation weights, written when training ends), OUT/last.pt (every epoch),

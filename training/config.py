@@ -18,6 +18,7 @@ class TrainConfig:
     patience: int = 10             # epochs without a better validation loss before stopping
     batch_size: int = 100
     lr: float = 0.01
+    lr_schedule: str = "constant"  # constant (the paper) | cosine (lr falls to 0 over --epochs)
     momentum: float = 0.9
     weight_decay: float = 0.0
     augment: bool = True           # each epoch adds one flipped/rotated copy of every training image

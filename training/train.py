@@ -137,6 +137,15 @@ def dihedral(x: torch.Tensor, transforms: np.ndarray) -> torch.Tensor:
     return out
 
 
+def epoch_lr(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of one epoch (1-based); a function of the epoch alone, so --resume repeats it."""
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / max(config.epochs, 1)))
+    if config.lr_schedule != "constant":
+        raise TrainingError(f"unknown --lr-schedule {config.lr_schedule!r} (constant or cosine)")
+    return config.lr
+
+
 # --- run folder --------------------------------------------------------------------------------------
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_rmse", "val_loss", "val_rmse", "lr", "seconds",
@@ -194,6 +203,7 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
     """Train, write the run folder, return the summary (also in log.json)."""
     out = Path(out)
     check_dataset(ds)
+    epoch_lr(config, 1)  # an unknown schedule fails before any work
     if (out / LAST).exists() and not resume:
         raise TrainingError(f"{out}: already holds a run ({LAST}); pass --resume to continue it, "
                             f"or choose another --out")
@@ -254,6 +264,9 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
             break
         torch.manual_seed(config.seed * 100_003 + epoch)  # dropout: the same on resume
         items, transforms = epoch_plan(train_y, config, epoch)
+        lr = epoch_lr(config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         model.train()
         t0, seen, loss_sum = time.monotonic(), 0, 0.0
         starts = [s for s in range(0, len(items), config.batch_size) if len(items) - s >= 2]  # BN needs 2
@@ -287,7 +300,7 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
         else:
             bad_epochs += 1
         history.append({"epoch": epoch, "train_loss": train_loss, "train_rmse": math.sqrt(train_loss),
-                        "val_loss": val_loss, "val_rmse": math.sqrt(val_loss), "lr": config.lr,
+                        "val_loss": val_loss, "val_rmse": math.sqrt(val_loss), "lr": lr,
                         "seconds": round(seconds, 2), "images_per_s": round(seen / seconds, 1),
                         "best": improved})
         tqdm.write(f"epoch {epoch}: train RMSE {math.sqrt(train_loss):.4f}, val RMSE {math.sqrt(val_loss):.4f}"
