@@ -184,6 +184,7 @@ class StedqServer:
         await scorer.start()
         (result,) = await scorer.score([demo_image(scorer.model_info.input_height)])
         self.self_test_score = result.score
+        scorer.statistics.clear()  # they count clients' requests; Triton's leave warm-up out too
         if not 0.0 <= result.score <= 1.0:  # NaN fails this too
             raise StartupError(f"self-test: {scorer.engine.info.path} scored the built-in image {result.score}, "
                                f"which is not a quality score in [0, 1]; is it a stedq QualityNet model?")

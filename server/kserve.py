@@ -17,15 +17,18 @@ import time
 import grpc
 
 from stedq import __version__
-from stedq.pixels import InvalidInput
+from stedq.pixels import MIN_IMAGE_SIZE, InvalidInput
 from stedq.server.scoring import Scorer
+from stedq.server.statistics import VersionStatistics
 from stedq.server.status import SCORING_ERRORS, deadline_of, send_timing, status_for
 from stedq.settings import Settings
 
 try:
     from stedq.kserve import grpc_service_pb2 as pb
     from stedq.kserve import grpc_service_pb2_grpc as pb_grpc
+    from stedq.kserve import model_config_pb2 as config_pb
     from stedq.server.kserve_tensors import (
+        DATATYPES,
         FIT_OUTPUT,
         INPUT_DATATYPE,
         INPUT_NAME,
@@ -42,14 +45,15 @@ except TypeError as exc:  # protobuf's "duplicate symbol 'inference.…'": one s
 
 SERVER_NAME = "stedq"
 PLATFORM = "onnxruntime_onnx"
-# No optional v2 extensions (model repository, shared memory, statistics, ...) are served.
-EXTENSIONS: list[str] = []
+# Triton's extension names for the optional RPCs served (no model repository, shared memory, ...).
+EXTENSIONS: list[str] = ["model_configuration", "statistics"]
 
 
 class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, scorer: Scorer, settings: Settings):
         self._scorer = scorer
         self._model_name = settings.model_name
+        self._settings = settings
 
     # --- which model a request names
     def _serves(self, name: str, version: str) -> bool:
@@ -91,6 +95,28 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[tensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, 1]),
                      tensor(name=FIT_OUTPUT, datatype="BYTES", shape=[-1, 1])])
 
+    async def ModelConfig(self, request, context):
+        info = self._scorer.model_info
+        await self._require_model(request.name, request.version, info.version, context)
+        return pb.ModelConfigResponse(config=model_config(self._model_name, info, self._scorer.engine.info.path.name,
+                                                          self._settings))
+
+    async def ModelStatistics(self, request, context):
+        """Every version served since start-up, or the one asked for (Triton's semantics)."""
+        if request.name not in ("", self._model_name):
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"name: unknown model '{request.name}' (this server serves '{self._model_name}')")
+        versions = self._scorer.statistics.snapshot()
+        versions.setdefault(self._scorer.model_info.version, VersionStatistics())  # served, nothing asked yet
+        if request.version:
+            if request.version not in versions:
+                await context.abort(grpc.StatusCode.NOT_FOUND,
+                                    f"version: model '{self._model_name}' has served no version '{request.version}' "
+                                    f"(served: {', '.join(versions) or 'none yet'})")
+            versions = {request.version: versions[request.version]}
+        return pb.ModelStatisticsResponse(model_stats=[model_statistics(self._model_name, version, stats)
+                                                       for version, stats in versions.items()])
+
     # --- inference
     async def ModelInfer(self, request, context):
         arrived = time.perf_counter()
@@ -109,6 +135,46 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             self._scorer.metrics.count_fits(decoded.fits)
         return encode_response(request, decoded, [r.score for r in results], model_name=self._model_name,
                                model_version=info.version)
+
+
+# --- converters for the Triton extensions
+
+def model_config(name: str, info, filename: str, settings: Settings):
+    """What stedq really does with the model, as Triton's ModelConfig states it. Dims leave out the
+    batch axis (max_batch_size > 0); any height and width from MIN_IMAGE_SIZE up is accepted: smaller
+    than the model input is padded, larger is tiled and averaged. max_batch_size is the most inputs per
+    model execution; one request may carry more (split over executions, up to max_queue_size)."""
+    batching = (config_pb.ModelDynamicBatching(
+        max_queue_delay_microseconds=round(settings.max_queue_delay_ms * 1000)) if settings.batching else None)
+    parameters = {"min_image_size": MIN_IMAGE_SIZE, "tile_size": info.input_height,
+                  "tile_stride": info.tile_stride, "max_request_inputs": settings.max_queue_size,
+                  "variant": info.variant, "providers": ",".join(info.providers),
+                  "accepted_datatypes": ",".join(DATATYPES), "pixel_contract": "integer datatypes are photon counts; FP32 is counts / 65535 unless the "
+                                    "input parameter 'intensity' is 'counts'"}
+    return config_pb.ModelConfig(
+        name=name, platform=PLATFORM, backend="onnxruntime", max_batch_size=info.max_batch_size,
+        version_policy=config_pb.ModelVersionPolicy(latest=config_pb.ModelVersionPolicy.Latest(num_versions=1)),
+        input=[config_pb.ModelInput(name=INPUT_NAME, data_type=config_pb.TYPE_FP32, dims=list(INPUT_SHAPE[1:]))],
+        output=[config_pb.ModelOutput(name=OUTPUT_NAME, data_type=config_pb.TYPE_FP32, dims=[1]),
+                config_pb.ModelOutput(name=FIT_OUTPUT, data_type=config_pb.TYPE_STRING, dims=[1])],
+        dynamic_batching=batching, default_model_filename=filename,
+        parameters={k: config_pb.ModelParameter(string_value=str(v)) for k, v in parameters.items()})
+
+
+def _duration(d):
+    return pb.StatisticDuration(count=d.count, ns=d.ns)
+
+
+def model_statistics(name: str, version: str, stats):
+    """One version's counters (server/statistics.py) as Triton's ModelStatistics."""
+    return pb.ModelStatistics(
+        name=name, version=version, last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count, execution_count=stats.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=_duration(stats.success), fail=_duration(stats.fail), queue=_duration(stats.queue),
+            compute_input=_duration(stats.compute_input), compute_infer=_duration(stats.compute_infer)),
+        batch_stats=[pb.InferBatchStatistics(batch_size=size, compute_infer=_duration(d))
+                     for size, d in stats.batches.items()])
 
 
 def add_kserve_servicer(server: grpc.aio.Server, scorer: Scorer, settings: Settings) -> None:

@@ -26,6 +26,7 @@ from stedq.pixels import InvalidInput, check_image_size, demo_image
 from stedq.server.admission import InFlightBytes, request_cost
 from stedq.server.batching import DynamicBatcher
 from stedq.server.metrics import Metrics
+from stedq.server.statistics import InferenceStatistics
 from stedq.settings import Settings
 from stedq.tiling import cut_tiles
 
@@ -82,6 +83,7 @@ class Scorer:
             max_queue_size=self.settings.max_queue_size, merge=self.settings.batching, metrics=metrics)
         self.in_flight = InFlightBytes(self.settings.max_inflight_mb * 1024 * 1024,
                                        metrics.in_flight_bytes if metrics is not None else None)
+        self.statistics = InferenceStatistics()
         self.ready = False
         self._reload_lock = asyncio.Lock()
         self._publish_model()
@@ -112,7 +114,11 @@ class Scorer:
                                                 stride=self.settings.tile_stride))
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        return self._engine.run(batch)  # read once per batch: a swap affects the next batch only
+        engine = self._engine  # read once per batch: a swap affects the next batch only
+        began = time.perf_counter()
+        scores = engine.run(batch)
+        self.statistics.record_batch(engine.info.version, len(batch), time.perf_counter() - began)
+        return scores
 
     def swap(self, engine: Engine) -> EngineInfo:
         """Serve `engine` from the next batch on (a single reference assignment: atomic)."""
@@ -174,6 +180,20 @@ class Scorer:
 
         Raises InvalidInput, or the batcher's QueueFull / DeadlineExceeded / BatcherClosed /
         InferenceFailed."""
+        version, began = self._engine.info.version, time.perf_counter()
+        timing = {} if timing is None else timing
+        try:
+            results = await self._score(images, deadline, timing)
+        except InvalidInput:
+            raise  # the sender's mistake, not a failed inference: only stedq_requests_total counts it
+        except BaseException:  # accepted but not scored: queue full, deadline, cancelled, inference failed
+            self.statistics.record_request(version, False, time.perf_counter() - began, timing)
+            raise
+        elapsed = time.perf_counter() - began + timing.get("decode", 0.0)
+        self.statistics.record_request(version, True, elapsed, timing)
+        return results
+
+    async def _score(self, images: list[np.ndarray], deadline: float | None, timing: dict) -> list[ImageScore]:
         if not images:
             raise InvalidInput("images: empty batch; send at least one image")
         info = self._engine.info

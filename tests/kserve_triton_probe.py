@@ -72,6 +72,7 @@ def main() -> None:
         "server_metadata": client.get_server_metadata(as_json=True),
         "model_metadata": client.get_model_metadata(model, as_json=True),
     }
+    report["statistics_before"] = client.get_inference_statistics(model, as_json=True)
     report["raw_fp32"] = raw_infer(client, model, fp32, "FP32", "raw-fp32")
     report["raw_u16"] = raw_infer(client, model, u16, "UINT16", "raw-u16")
     report["raw_u8"] = raw_infer(client, model, (u16 >> 8).astype(np.uint8), "UINT8", "raw-u8")
@@ -79,6 +80,9 @@ def main() -> None:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         report["typed_fp32"] = typed_infer(stub, model, fp32, "FP32", "typed-fp32")
         report["typed_u16"] = typed_infer(stub, model, u16, "UINT16", "typed-u16")
+    report["statistics_after"] = client.get_inference_statistics(model, as_json=True)
+    report["statistics_all"] = client.get_inference_statistics(as_json=True)   # every model
+    report["model_config"] = client.get_model_config(model, as_json=True)
 
     def infer(images, datatype="FP32", shape=None, model_name=model, version=""):
         image = tc.InferInput("image", list(shape or images.shape), datatype)
@@ -89,7 +93,9 @@ def main() -> None:
         "unknown_model": status_of(infer(fp32, model_name="no-such-model")),
         "wrong_version": status_of(infer(fp32, version="999")),
         "unknown_model_metadata": status_of(lambda: client.get_model_metadata("no-such-model")),
-        "model_config": status_of(lambda: client.get_model_config(model)),  # Triton-only RPC
+        "unknown_model_config": status_of(lambda: client.get_model_config("no-such-model")),
+        "unknown_model_statistics": status_of(lambda: client.get_inference_statistics("no-such-model")),
+        "unknown_version_statistics": status_of(lambda: client.get_inference_statistics(model, "999")),
         "wrong_byte_length": status_of(infer(fp32[:, :, :100], shape=fp32.shape)),
         "wrong_shape": status_of(infer(fp32[:, :, :63, :100])),
         "out_of_range": status_of(infer(fp32 + 1.0)),  # above 1 whatever the brightness

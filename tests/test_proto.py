@@ -15,6 +15,7 @@ from tests.conftest import REPO_ROOT
 GENERATED = {
     "stedq/v1/quality.proto": "stedq/v1/quality_pb2.py",
     "stedq/kserve/grpc_service.proto": "stedq/kserve/grpc_service_pb2.py",
+    "stedq/kserve/model_config.proto": "stedq/kserve/model_config_pb2.py",
 }
 
 
@@ -39,12 +40,14 @@ def fields(desc, prefix=""):
         out.update(fields(m, prefix + m.name + "."))
     return out
 if sys.argv[1] == "tritonclient":
-    from tritonclient.grpc import service_pb2 as module
+    from tritonclient.grpc import model_config_pb2 as config, service_pb2 as module
 else:
-    from stedq.kserve import grpc_service_pb2 as module
+    from stedq.kserve import grpc_service_pb2 as module, model_config_pb2 as config
 methods = {m.name: [m.input_type.full_name, m.output_type.full_name]
            for m in module.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods}
-print(json.dumps({"messages": fields(module.DESCRIPTOR), "methods": methods}))
+enums = {e.name: {v.name: v.number for v in e.values} for e in config.DESCRIPTOR.enum_types_by_name.values()}
+print(json.dumps({"messages": {**fields(module.DESCRIPTOR), **fields(config.DESCRIPTOR)}, "methods": methods,
+                  "enums": enums}))
 """
 
 
@@ -67,3 +70,6 @@ def test_kserve_v2_wire_format_matches_tritonclient():
             assert theirs["messages"][name].get(field) == spec, f"{name}.{field}"
     for method, types in ours["methods"].items():
         assert theirs["methods"][method] == types, method
+    for enum, values in ours["enums"].items():
+        assert values.items() <= theirs["enums"][enum].items(), enum
+    assert {"ModelConfig", "ModelStatistics"} <= set(ours["methods"])

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -29,6 +30,7 @@ from stedq.pixels import demo_image
 from stedq.server.kserve_tensors import _packed_floats
 from tests.conftest import IN_CI, REPO_ROOT
 from tests.server_support import (
+    HeldEngine,
     ThreadedServer,
     copy_bundle,
     model_bundle,
@@ -160,16 +162,61 @@ def test_tritonclient_interop(server, reference, version, tmp_path):
         assert got["output"] == ["score", "FP32", [len(expected[key]), 1]]
         np.testing.assert_allclose(np.array(got["scores"]).reshape(-1), expected[key], rtol=0, atol=1e-6)
 
+    check_triton_statistics_and_config(seen, version, metadata, server.server.scorer.settings)
+
     errors = seen["errors"]
     for case in ("unknown_model", "wrong_version", "unknown_model_metadata"):
         assert errors[case]["status"] == "StatusCode.NOT_FOUND", (case, errors[case])
     assert "no-such-model" in errors["unknown_model"]["message"]
     assert "999" in errors["wrong_version"]["message"]
-    assert errors["model_config"]["status"] == "StatusCode.UNIMPLEMENTED"
+    for case in ("unknown_model_config", "unknown_model_statistics", "unknown_version_statistics"):
+        assert errors[case]["status"] == "StatusCode.NOT_FOUND", (case, errors[case])
+    assert "999" in errors["unknown_version_statistics"]["message"]
     for case, fragment in [("wrong_byte_length", "raw_input_contents"), ("wrong_shape", "smaller than the minimum 64x64"),
                            ("out_of_range", "[0, 1]"), ("bad_datatype", "FP64"), ("unknown_output", "'nope'")]:
         assert errors[case]["status"] == "StatusCode.INVALID_ARGUMENT", (case, errors[case])
         assert fragment in errors[case]["message"], (case, errors[case]["message"])
+
+
+def _version_stats(statistics: dict, version: str) -> dict:
+    (stats,) = [s for s in statistics["model_stats"] if s["name"] == MODEL and s["version"] == version]
+    return stats
+
+
+def _count(stats: dict, *path: str) -> int:
+    for key in path:
+        stats = stats.get(key, {})
+    return int(stats or 0)   # tritonclient's JSON: uint64 as strings, zeros left out
+
+
+def check_triton_statistics_and_config(seen: dict, version: str, metadata: dict, settings) -> None:
+    """tritonclient's get_inference_statistics moved exactly with the probe's 5 requests (12 images, one
+    per execution: they were sent one after another), and get_model_config states the v2 metadata."""
+    before, after = (_version_stats(seen[key], version) for key in ("statistics_before", "statistics_after"))
+    moved = {path: _count(after, *path.split(".")) - _count(before, *path.split("."))
+             for path in ("inference_count", "execution_count", "inference_stats.success.count",
+                          "inference_stats.fail.count", "inference_stats.success.ns",
+                          "inference_stats.queue.ns", "inference_stats.compute_infer.ns")}
+    assert moved["inference_count"] == 3 + 2 + 2 + 3 + 2 and moved["execution_count"] == 5
+    assert moved["inference_stats.success.count"] == 5 and moved["inference_stats.fail.count"] == 0
+    assert moved["inference_stats.success.ns"] > moved["inference_stats.compute_infer.ns"] > 0
+    assert moved["inference_stats.queue.ns"] > 0
+    assert int(after["last_inference"]) >= int(before.get("last_inference", 0)) and int(after["last_inference"]) > 0
+    batches = {int(b["batch_size"]): _count(b, "compute_infer", "count") for b in after["batch_stats"]}
+    assert {2, 3} <= set(batches) and sum(batches.values()) == int(after["execution_count"])
+    assert _version_stats(seen["statistics_all"], version)["inference_count"] == after["inference_count"]
+
+    config = seen["model_config"]["config"]
+    assert (config["name"], config["platform"], config["backend"]) == (MODEL, "onnxruntime_onnx", "onnxruntime")
+    assert config["max_batch_size"] == settings.max_batch_size == 8 and config["version_policy"] == {"latest": {"num_versions": 1}}
+    (image,) = config["input"]
+    assert image["name"] == metadata["inputs"][0]["name"] and image["data_type"] == "TYPE_FP32"
+    assert image["dims"] == metadata["inputs"][0]["shape"][1:]   # Triton's dims leave the batch axis out
+    assert [(o["name"], o["data_type"], o["dims"]) for o in config["output"]] == [
+        ("score", "TYPE_FP32", ["1"]), ("fit", "TYPE_STRING", ["1"])]
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == "5000"   # the settings' 5 ms
+    assert config["parameters"]["min_image_size"] == {"string_value": "64"}
+    assert config["default_model_filename"].endswith(".onnx")
 
 
 # --- our own generated stubs, in this process
@@ -460,6 +507,39 @@ def test_versions_follow_a_model_reload(bundle, tmp_path):
         with pytest.raises(grpc.RpcError) as error:
             stub.ModelInfer(raw_request(sted_images(1), model_version="v-old"), timeout=30)
         assert error.value.code() == grpc.StatusCode.NOT_FOUND and "serving version 'v-new'" in error.value.details()
+        # statistics keep one entry per version served, with its own counts
+        stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name=MODEL), timeout=30).model_stats
+        assert [(s.version, s.inference_stats.success.count, s.inference_count) for s in stats] == [
+            ("v-old", 1, 1), ("v-new", 1, 1)]
+        (new,) = stub.ModelStatistics(pb.ModelStatisticsRequest(name=MODEL, version="v-new"), timeout=30).model_stats
+        assert new.version == "v-new" and new.execution_count == 1
+        assert stub.ModelConfig(pb.ModelConfigRequest(name=MODEL), timeout=30).config.default_model_filename
+
+
+def test_statistics_count_failed_requests_not_invalid_ones(stub, server, version):
+    """A request that expires in the queue behind a held engine counts as a failure, never as an
+    inference; a request refused as invalid counts in neither (it is the sender's mistake)."""
+    def totals():
+        (stats,) = stub.ModelStatistics(pb.ModelStatisticsRequest(name=MODEL, version=version), timeout=30).model_stats
+        return stats.inference_stats.success.count, stats.inference_stats.fail.count, stats.inference_count
+
+    before = totals()
+    with pytest.raises(grpc.RpcError) as invalid:
+        stub.ModelInfer(raw_request(sted_images(1)[:, :, :63, :63]), timeout=30)
+    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT and totals() == before
+    with ThreadPoolExecutor(1) as pool, HeldEngine(server.server.scorer) as held:
+        first = pool.submit(stub.ModelInfer, raw_request(sted_images(16)), timeout=120)
+        assert held.entered.wait(30)
+        with pytest.raises(grpc.RpcError) as late:
+            stub.ModelInfer(raw_request(sted_images(2)), timeout=0.2)
+        held.release.set()
+        assert first.result().outputs[0].shape == [16, 1]
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(100):   # the late request's handler ends on the server after the client gave up
+        if totals()[1] == before[1] + 1:
+            break
+        time.sleep(0.05)
+    assert totals() == (before[0] + 1, before[1] + 1, before[2] + 16)
 
 
 def test_token_auth_with_tritonclient_headers(bundle):
