@@ -453,6 +453,12 @@ def test_triton_client_example(server, reference, tmp_path):
     assert [name for name, _ in lines] == [f"{tmp_path / 'stack.npy'}[{i}]" for i in range(2)]
     want = reference(images.astype(np.float32) / np.float32(65535))
     np.testing.assert_allclose([float(value) for _, value in lines], want, rtol=0, atol=1e-4)  # printed to 4 places
+    # --fp32: the form every server of the model takes (Triton too) scores the same counts the same
+    run = subprocess.run([sys.executable, str(example), "--server", server.address, "--fp32", str(tmp_path / "stack.npy")],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    portable = [float(line.split("\t")[1]) for line in run.stdout.splitlines() if "\t" in line]
+    np.testing.assert_allclose(portable, want, rtol=0, atol=1e-4)
 
 
 def test_random_malformed_requests_get_clear_errors_and_leave_the_server_working(stub, reference):

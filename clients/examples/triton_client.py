@@ -8,13 +8,17 @@ tifffile: copy it into your own project as a starting point.
     stedq serve &                                   # in another terminal
     python clients/examples/triton_client.py image1.tif image2.npy
     python clients/examples/triton_client.py --repeat 200       # latency of the built-in test image
+    python clients/examples/triton_client.py --fp32 --server triton:8001 image.tif   # any v2 server
 
-The model ("quality" unless the server was started with --model-name) takes images of exactly
-224x224 pixels as input "image", shape [N, 1, 224, 224]: photon counts as UINT8, UINT16, INT16 or
-UINT32 (the same counts score the same whatever the datatype), or FP32 on the model's scale (counts /
-65535, in [0, 1]; FP32 counts need the input parameter intensity="counts"). It answers output
-"score", FP32 [N, 1], in [0, 1].
-Larger images are scored as quality maps by stedq's own API (`stedq score`), not through KServe v2.
+The model ("quality" unless the server was started with --model-name) takes input "image", shape
+[N, 1, H, W]: photon counts as UINT8, UINT16, INT16 or UINT32 (the same counts score the same whatever
+the datatype), or FP32 on the model's scale (counts / 65535, in [0, 1]; FP32 counts need the input
+parameter intensity="counts"). It answers output "score", FP32 [N, 1], in [0, 1]. stedq takes any H
+and W from 64 px (smaller is padded, larger tiled and averaged; quality maps come from `stedq score`).
+
+--fp32 sends what every server of this model takes: FP32 counts / 65535, 224x224. That is the one code
+path for stedq, for Triton serving `stedq export --triton`'s repository and for KServe
+(docs/deployment.md): Triton runs the bare ONNX graph, without stedq's pixel contract or tiling.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ import numpy as np
 import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-SIZE = 224
+SIZE = 224       # the model's input: what Triton serving the bare graph takes
+MIN_SIZE = 64    # stedq pads smaller images up to SIZE (and tiles larger ones)
+COUNTS_PER_UNIT = 65535.0   # the model scale: FP32 = photon counts / 65535
 DATATYPES = {"UINT8", "UINT16", "INT16", "UINT32", "FP32"}
 
 
@@ -44,9 +50,9 @@ def read_image(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: expected a .tif, .tiff or .npy file")
     if image.ndim == 2:
         image = image[None]
-    if image.ndim != 3 or image.shape[1:] != (SIZE, SIZE):
-        raise ValueError(f"{path}: shape {image.shape}; KServe v2 takes {SIZE}x{SIZE} images (or a stack "
-                         f"of them); use `stedq score` for larger images")
+    if image.ndim != 3 or min(image.shape[1:]) < MIN_SIZE:
+        raise ValueError(f"{path}: shape {image.shape}; expected an image (or a stack of images of one size) "
+                         f"of at least {MIN_SIZE}x{MIN_SIZE} pixels")
     if image.dtype == np.float64:
         image = image.astype(np.float32)
     if np_to_triton_dtype(image.dtype) not in DATATYPES:
@@ -66,10 +72,17 @@ def test_image(seed: int = 0) -> np.ndarray:
     return rng.poisson(signal * 40 + 2).astype(np.uint16)[None]
 
 
+def portable(images: np.ndarray) -> np.ndarray:
+    """Integer photon counts as FP32 on the model scale (float32 input is taken as already on it)."""
+    if images.dtype == np.float32:
+        return images
+    return (images.astype(np.float32) / np.float32(COUNTS_PER_UNIT)).astype(np.float32)
+
+
 def score(client: triton.InferenceServerClient, model: str, images: np.ndarray, headers: dict,
           timeout: float) -> np.ndarray:
-    """Scores of (N, 224, 224) images. set_data_from_numpy sends the tensor as raw bytes."""
-    batch = np.ascontiguousarray(images[:, None])                     # [N, 1, 224, 224]
+    """Scores of (N, H, W) images. set_data_from_numpy sends the tensor as raw bytes."""
+    batch = np.ascontiguousarray(images[:, None])                     # [N, 1, H, W]
     image = triton.InferInput("image", list(batch.shape), np_to_triton_dtype(batch.dtype))
     image.set_data_from_numpy(batch)
     result = client.infer(model, [image], outputs=[triton.InferRequestedOutput("score")],
@@ -95,19 +108,23 @@ def latency(client, model: str, images: np.ndarray, repeat: int, headers: dict, 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="exit status: 0 scored, 1 an input was rejected, 3 server unreachable")
-    parser.add_argument("paths", nargs="*", type=Path, help=".tif/.tiff/.npy files of 224x224 images "
+    parser.add_argument("paths", nargs="*", type=Path, help=".tif/.tiff/.npy files, 64x64 px or larger "
                                                             "(default: a built-in synthetic image)")
     parser.add_argument("--server", default="localhost:50051", help="HOST:PORT [default: localhost:50051]")
     parser.add_argument("--model", default="quality", help="model name [default: quality]")
     parser.add_argument("--token", help="bearer token, if the server was started with --token")
     parser.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) of a server started with TLS")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call [default: 30]")
+    parser.add_argument("--fp32", action="store_true",
+                        help="send FP32 counts / 65535, the form Triton serving the exported repository takes too")
     parser.add_argument("--repeat", type=int, default=0, metavar="N",
                         help="also time N requests of the images (latency percentiles, images/s)")
     args = parser.parse_args()
 
     try:
         batches = [(str(p), read_image(p)) for p in args.paths] or [("test image", test_image())]
+        if args.fp32:
+            batches = [(name, portable(images)) for name, images in batches]
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
