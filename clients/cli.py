@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from stedq.settings import add_settings_arguments
 
@@ -106,6 +107,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loop.add_argument("--score-source", choices=["server", "label"], default="server",
                       help="server: the stedq server's score; label: the simulator's own expert label "
                            "(checks the optimizer without a server) [default: server]")
+    loop.add_argument("--imspector", type=Path, default=None, metavar="CONFIG.json",
+                      help="run on a real microscope through Abberior Imspector (specpy) instead of the "
+                           "simulator: CONFIG maps dwell_time_us, p_ex_uw, p_sted_mw to Imspector parameter "
+                           "paths, units and ranges, and names the STED and confocal pre/post channels "
+                           "(docs/clients.md; needs the imspector extra)")
     loop.add_argument("--out", default="loop", metavar="DIR",
                       help="folder for loop.png and loop.json [default: ./loop]")
     add_client_arguments(loop)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import queue
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -30,7 +31,7 @@ PARAMETER_LABELS = {"dwell_time_us": "dwell time (µs)", "p_ex_uw": "excitation 
 class Step:
     iteration: int
     parameters: dict[str, float]
-    score: float            # what the optimizer saw (server score, or the label)
+    score: float            # what the optimizer saw (server score, or the label); NaN: missing
     bleaching: float        # fraction of the field's fluorophores this acquisition destroyed
     label: float            # the simulator's expert label (reference; noise-free)
     seconds: float
@@ -90,16 +91,41 @@ class StreamScorer:
         self.close()
 
 
+class MissingScoreScorer:
+    """score(image, info) by one Score call per image; when the server is down, slow or refuses the
+    image, the score is missing (None, with a warning on stderr), so the acquisitions go on."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def __call__(self, image: np.ndarray, info: dict | None = None) -> float | None:
+        from stedq.clients.errors import QualityError
+
+        try:
+            (result,) = self.client.score_images([image], pixel_size_nm=(info or {}).get("pixel_size_nm"))
+        except QualityError as exc:
+            print(f"score missing: {exc}", file=sys.stderr, flush=True)
+            return None
+        return result.score
+
+    def close(self) -> None:
+        pass
+
+
 def run_loop(optimizer: ThompsonOptimizer, acquire: Callable[[int, dict], tuple[np.ndarray, dict]],
-             score: Callable[[np.ndarray, dict], float], iterations: int,
+             score: Callable[[np.ndarray, dict], float | None], iterations: int,
              progress: Callable[[Step], None] | None = None) -> list[Step]:
     steps = []
     for iteration in range(iterations):
         started = time.perf_counter()
         parameters = optimizer.suggest()
         image, info = acquire(iteration, parameters)
-        value = float(score(image, info))
-        optimizer.observe(parameters, value, info["bleaching"])
+        value = score(image, info)
+        if value is None:  # missing (server down or slow): recorded as such, never guessed or learned from
+            value = float("nan")
+        else:
+            value = float(value)
+            optimizer.observe(parameters, value, info["bleaching"])
         step = Step(iteration, parameters, value, float(info["bleaching"]), float(info["label_clean"]),
                     time.perf_counter() - started)
         steps.append(step)

@@ -8,6 +8,7 @@ from pathlib import Path
 from stedq.clients.client import QualityClient
 from stedq.clients.errors import QualityError
 from stedq.clients.loop import (
+    MissingScoreScorer,
     StreamScorer,
     axes_from_ranges,
     format_step,
@@ -32,6 +33,27 @@ def run(args) -> int:
                     print(f"stedq loop: --start {name}={value:g} is outside the simulated range {low:g}-{high:g}",
                           file=sys.stderr)
                     return 2
+    ranges, acquire = PARAMETER_RANGES, simulated_fields(args.structure, args.seed)
+    if args.imspector is not None:
+        from stedq.clients.imspector import ImspectorError, ImspectorMicroscope, connect, load_loop_config
+
+        try:
+            config = load_loop_config(args.imspector.read_text(), PARAMETER_RANGES)
+        except (OSError, ImspectorError) as exc:
+            print(f"stedq loop: --imspector {args.imspector}: {exc}", file=sys.stderr)
+            return 2
+        if args.score_source != "server":
+            print("stedq loop: --imspector has no simulator label: use --score-source server", file=sys.stderr)
+            return 2
+        try:
+            imspector = connect(config.host)
+        except (ImportError, RuntimeError) as exc:
+            print(f"stedq loop: cannot reach Imspector{' on ' + config.host if config.host else ''}: {exc} "
+                  "(pip install 'stedq[imspector]'; Imspector with Run Server on)", file=sys.stderr)
+            return 3
+        ranges = config.ranges
+        acquire = ImspectorMicroscope(imspector, config.parameters, channel=config.channel,
+                                      pre_channel=config.pre_channel, post_channel=config.post_channel)
     client = None
     if args.score_source == "server":
         client = QualityClient.from_settings(settings)
@@ -44,12 +66,13 @@ def run(args) -> int:
             client.close()
             return 3
         print(f"scoring with {info.name} {info.version} ({info.variant}) at {settings.server} over one stream")
-        score = StreamScorer(client)
+        # a real microscope goes on when the server is down or slow: that acquisition's score is missing
+        score = MissingScoreScorer(client) if args.imspector is not None else StreamScorer(client)
     else:
         def score(image, info):
             return info["label"]
 
-    optimizer = ThompsonOptimizer(axes_from_ranges(PARAMETER_RANGES), max_bleaching=args.max_bleaching,
+    optimizer = ThompsonOptimizer(axes_from_ranges(ranges), max_bleaching=args.max_bleaching,
                                   seed=args.seed, initial_points=args.start, initial_random=args.random_start)
     best = [float("-inf")]
 
@@ -59,8 +82,7 @@ def run(args) -> int:
         print(format_step(step, best[0]), flush=True)
 
     try:
-        steps = run_loop(optimizer, simulated_fields(args.structure, args.seed), score, args.iterations,
-                         progress)
+        steps = run_loop(optimizer, acquire, score, args.iterations, progress)
     except QualityError as exc:
         print(f"stedq loop: scoring failed: {exc}", file=sys.stderr)
         return 3
