@@ -95,6 +95,10 @@ class Scorer:
 
     @property
     def model_info(self) -> ModelInfo:
+        """Built once per model (every request reads it), again when a reload swaps the engine."""
+        return self._model_info
+
+    def _build_model_info(self) -> ModelInfo:
         info = self._engine.info
         metadata = dict(info.metadata)
         if info.note:
@@ -158,6 +162,7 @@ class Scorer:
             return info
 
     def _publish_model(self) -> None:
+        self._model_info = self._build_model_info()
         if self.metrics is not None:
             info = self._engine.info
             self.metrics.set_model(info.name, info.version, info.variant, info.providers[0], info.device)

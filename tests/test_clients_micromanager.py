@@ -3,6 +3,7 @@ plays the real-dev STED images, no Micro-Manager binaries) scored by a real sted
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 
@@ -12,7 +13,9 @@ import pytest
 from stedq.clients.client import QualityClient
 from tests.server_support import ThreadedServer, model_bundle, server_settings
 
+_root_level = logging.getLogger().level
 pytest.importorskip("pymmcore_plus", reason="the micromanager extra is not installed")
+logging.getLogger().setLevel(_root_level)   # importing pymmcore_plus sets the root logger to DEBUG
 useq = pytest.importorskip("useq")
 from stedq.bench.acquisition import playback_core, playback_frames  # noqa: E402
 from stedq.clients.micromanager import MDAScoring  # noqa: E402
