@@ -4,6 +4,7 @@ paper-design baseline server scores like onnxruntime, and the pieces the report 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -204,3 +205,15 @@ def test_mlserver_peer_scores_like_onnxruntime(tmp_path):
         np.testing.assert_allclose(output["data"], engine.run(batch), atol=1e-5)
     finally:
         server.stop()
+
+
+def test_gpu_bench_script_refuses_without_cuda(tmp_path):
+    """scripts/gpu-bench (run where a GPU is lent) says why it cannot run on a machine without CUDA."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDA is available here: run scripts/gpu-bench itself")
+    run = subprocess.run([str(REPO_ROOT / "scripts" / "gpu-bench"), str(tmp_path / "out")], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "PYTHON": sys.executable})
+    assert run.returncode == 3 and "no CUDAExecutionProvider" in run.stderr
+    assert not (tmp_path / "out" / "fp32").exists()
