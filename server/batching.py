@@ -256,7 +256,11 @@ class DynamicBatcher:
         return parts
 
     async def _run(self, parts: list[tuple[_Request, int, int]]) -> None:
-        batch = np.concatenate([request.rows[start:stop] for request, start, stop in parts])
+        if len(parts) == 1:  # one request's rows (the usual case when idle): a view, no copy
+            request, start, stop = parts[0]
+            batch = request.rows[start:stop]
+        else:
+            batch = np.concatenate([request.rows[start:stop] for request, start, stop in parts])
         loop = asyncio.get_running_loop()
         began = time.perf_counter()
         try:

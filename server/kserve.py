@@ -125,15 +125,16 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         timing: dict[str, float] = {}
         try:
             with self._scorer.admit(*payload_of(request)):
-                decoded = decode_request(request, info.fit)
+                decoded = decode_request(request)
                 timing["decode"] = time.perf_counter() - arrived
-                results = await self._scorer.score(decoded.images, deadline=deadline_of(context), timing=timing)
+                results, fits = await self._scorer.score_with_fits(decoded.images, decoded.fit_queries,
+                                                                   deadline=deadline_of(context), timing=timing)
         except (InvalidInput, *SCORING_ERRORS) as exc:
             await context.abort(status_for(exc), str(exc))
         send_timing(context, timing, arrived)
         if self._scorer.metrics is not None:
-            self._scorer.metrics.count_fits(decoded.fits)
-        return encode_response(request, decoded, [r.score for r in results], model_name=self._model_name,
+            self._scorer.metrics.count_fits(fits)
+        return encode_response(request, decoded, [r.score for r in results], fits, model_name=self._model_name,
                                model_version=info.version)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stedq.fit import FitStatistics, check_fit
+from stedq.fit import FitQuery
 from stedq.kserve import grpc_service_pb2 as pb
 from stedq.pixels import (
     MIN_IMAGE_SIZE,
@@ -53,7 +53,7 @@ CONTENT_FIELDS = ("bool_contents", "int_contents", "int64_contents", "uint_conte
 @dataclass
 class DecodedRequest:
     images: list[np.ndarray]   # float32 (H, W) model input, one per image of the input tensor
-    fits: list[list[str]]      # each image's fit verdict
+    fit_queries: list[FitQuery]   # what each image's fit verdict needs (stedq.fit)
     raw: bool                  # the input came as raw_input_contents: answer with raw_output_contents
     outputs: list[str]         # outputs to return, in order
 
@@ -175,7 +175,7 @@ def payload_of(request: pb.ModelInferRequest) -> tuple[int, list[tuple[int, int]
     return payload, shapes
 
 
-def decode_request(request: pb.ModelInferRequest, stats: FitStatistics | None = None) -> DecodedRequest:
+def decode_request(request: pb.ModelInferRequest) -> DecodedRequest:
     """Images of a ModelInferRequest, or InvalidInput naming the input and what is wrong with it."""
     if len(request.inputs) != 1:
         got = ", ".join(f"'{t.name}'" for t in request.inputs) or "none"
@@ -206,19 +206,18 @@ def decode_request(request: pb.ModelInferRequest, stats: FitStatistics | None = 
               for i in range(n)]
     dtype = DATATYPES[tensor.datatype][0]
     kind = parse_intensity(intensity, dtype, field=f"input '{tensor.name}'")
-    fits = [check_fit(image, stats, dtype=dtype, intensity=kind) for image in images]
-    return DecodedRequest(images=images, fits=fits, raw=raw, outputs=outputs)
+    return DecodedRequest(images=images, fit_queries=[FitQuery(dtype, kind)] * len(images), raw=raw, outputs=outputs)
 
 
-def encode_response(request: pb.ModelInferRequest, decoded: DecodedRequest, scores: Sequence[float], *,
-                    model_name: str, model_version: str) -> pb.ModelInferResponse:
+def encode_response(request: pb.ModelInferRequest, decoded: DecodedRequest, scores: Sequence[float],
+                    fits: Sequence[list[str]], *, model_name: str, model_version: str) -> pb.ModelInferResponse:
     """Scores as output 'score', FP32 [N, 1], and fit verdicts as output 'fit', BYTES [N, 1], in the order
     requested (both when none is): raw bytes if the request sent raw bytes (tritonclient reads outputs
     only from raw_output_contents; BYTES elements as a 4-byte little-endian length and the bytes), else
     typed contents."""
     response = pb.ModelInferResponse(model_name=model_name, model_version=model_version, id=request.id)
     values = np.asarray(scores, dtype="<f4").reshape(-1, 1)
-    verdicts = [",".join(reasons).encode() for reasons in decoded.fits]
+    verdicts = [",".join(reasons).encode() for reasons in fits]
     for name in decoded.outputs:
         if name == OUTPUT_NAME:
             output = response.outputs.add(name=name, datatype="FP32", shape=list(values.shape))

@@ -10,7 +10,7 @@ import time
 import grpc
 import numpy as np
 
-from stedq.fit import FitStatistics, check_fit
+from stedq.fit import FitQuery
 from stedq.pixels import MIN_IMAGE_SIZE, InvalidInput, decode_image, parse_dtype, parse_intensity
 from stedq.server.scoring import ImageScore, Scorer
 from stedq.server.status import SCORING_ERRORS, deadline_of, send_timing, status_for
@@ -24,29 +24,26 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["QualityService"].full_name
 DECODE_OFF_LOOP_BYTES = 4 << 20
 
 
-def decode_images(images, stats: FitStatistics | None = None,
-                  field: str = "images") -> tuple[list[np.ndarray], list[list[str]]]:
-    """stedq.v1.Image messages -> float32 (H, W) model inputs (stedq.pixels) and each image's fit verdict
-    (stedq.fit); InvalidInput names the image."""
+def decode_images(images, field: str = "images") -> tuple[list[np.ndarray], list[FitQuery]]:
+    """stedq.v1.Image messages -> float32 (H, W) model inputs (stedq.pixels) and what each image's fit
+    verdict needs (stedq.fit); InvalidInput names the image."""
     if not images:
         raise InvalidInput(f"{field}: empty batch; send at least one image")
-    inputs, fits = [], []
+    inputs, queries = [], []
     for index, image in enumerate(images):
         where = f"{field}[{index}]"
         inputs.append(decode_image(image.data, int(image.dtype), image.height, image.width, field=where,
                                    intensity=int(image.intensity)))
         dtype = parse_dtype(int(image.dtype), field=where)
-        fits.append(check_fit(inputs[-1], stats, dtype=dtype,
-                              intensity=parse_intensity(int(image.intensity), dtype, field=where),
-                              pixel_size_nm=image.pixel_size_nm or None))
-    return inputs, fits
+        queries.append(FitQuery(dtype, parse_intensity(int(image.intensity), dtype, field=where),
+                                image.pixel_size_nm or None))
+    return inputs, queries
 
 
-async def decode_images_async(images, stats: FitStatistics | None,
-                              field: str = "images") -> tuple[list[np.ndarray], list[list[str]]]:
+async def decode_images_async(images, field: str = "images") -> tuple[list[np.ndarray], list[FitQuery]]:
     if sum(len(image.data) for image in images) < DECODE_OFF_LOOP_BYTES:
-        return decode_images(images, stats, field)
-    return await asyncio.get_running_loop().run_in_executor(None, decode_images, images, stats, field)
+        return decode_images(images, field)
+    return await asyncio.get_running_loop().run_in_executor(None, decode_images, images, field)
 
 
 def payload_of(images) -> tuple[int, list[tuple[int, int]]]:
@@ -75,9 +72,10 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
         timing: dict[str, float] = {}
         try:
             with self.scorer.admit(*payload_of(request.images)):
-                images, fits = await decode_images_async(request.images, info.fit)
+                images, queries = await decode_images_async(request.images)
                 timing["decode"] = time.perf_counter() - arrived
-                results = await self.scorer.score(images, deadline=deadline_of(context), timing=timing)
+                results, fits = await self.scorer.score_with_fits(images, queries, deadline=deadline_of(context),
+                                                                  timing=timing)
         except (InvalidInput, *SCORING_ERRORS) as exc:
             await context.abort(status_for(exc), str(exc))
         send_timing(context, timing, arrived)
@@ -134,8 +132,8 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
         version = info.version
         try:
             with self.scorer.admit(*payload_of(request.images)):
-                images, fits = await decode_images_async(request.images, info.fit)
-                results = await self.scorer.score(images, deadline=deadline_of(context))
+                images, queries = await decode_images_async(request.images)
+                results, fits = await self.scorer.score_with_fits(images, queries, deadline=deadline_of(context))
             if self.scorer.metrics is not None:
                 self.scorer.metrics.count_fits(fits)
         except (InvalidInput, *SCORING_ERRORS) as exc:

@@ -95,6 +95,19 @@ def statistics(model_inputs, pixel_nm: float = 20.0) -> FitStatistics:
         pixel_nm_low=0.75 * pixel_nm, pixel_nm_high=1.25 * pixel_nm, images=len(features))
 
 
+@dataclass(frozen=True)
+class FitQuery:
+    """What the verdict needs to know of an image besides its model input: as it was sent."""
+    dtype: str = "uint16"
+    intensity: Intensity | str | None = None
+    pixel_size_nm: float | None = None
+
+
+def fit_verdicts(model_inputs, queries: list[FitQuery], stats: FitStatistics | None) -> list[list[str]]:
+    return [check_fit(image, stats, dtype=q.dtype, intensity=q.intensity, pixel_size_nm=q.pixel_size_nm)
+            for image, q in zip(model_inputs, queries, strict=True)]
+
+
 def check_fit(model_input: np.ndarray, stats: FitStatistics | None, *, dtype: str = "uint16",
               intensity: Intensity | str | None = None, pixel_size_nm: float | None = None) -> list[str]:
     """The reasons the image lies outside the training distribution, or [FIT_OK]. `dtype` and
