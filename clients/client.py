@@ -25,7 +25,7 @@ from stedq.clients.images import (
     to_messages,
 )
 from stedq.clients.results import ImageResult, QualityMap, StreamResult
-from stedq.timing import timing_from
+from stedq.timing import parse_timing, timing_from
 from stedq.v1 import quality_pb2 as pb
 from stedq.v1 import quality_pb2_grpc as pb_grpc
 
@@ -47,9 +47,10 @@ def stream_result(response: pb.ScoreStreamResponse, target: str) -> StreamResult
     error = None
     if response.HasField("error") and response.error.code != 0:
         error = QualityError.from_status(response.error.code, response.error.message, target)
+    timing = parse_timing(response.timing_ms) if response.timing_ms else None
     return StreamResult(request_id=response.request_id,
-                        results=[ImageResult.from_message(r) for r in response.results],
-                        error=error, model_version=response.model_version)
+                        results=[ImageResult.from_message(r, timing) for r in response.results],
+                        error=error, model_version=response.model_version, timing=timing)
 
 
 def single_tile_map(result: ImageResult, image) -> QualityMap:

@@ -80,6 +80,7 @@ class StreamResult:
     results: list[ImageResult] = field(default_factory=list)
     error: QualityError | None = None
     model_version: str = ""
+    timing: dict[str, float] | None = None   # the server's stages in ms (stedq/timing.py); None if not sent
 
     @property
     def scores(self) -> np.ndarray:

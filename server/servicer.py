@@ -14,6 +14,7 @@ from stedq.fit import FitQuery
 from stedq.pixels import MIN_IMAGE_SIZE, InvalidInput, decode_image, parse_dtype, parse_intensity
 from stedq.server.scoring import ImageScore, Scorer
 from stedq.server.status import SCORING_ERRORS, deadline_of, send_timing, status_for
+from stedq.timing import format_timing
 from stedq.v1 import quality_pb2 as pb
 from stedq.v1 import quality_pb2_grpc as pb_grpc
 
@@ -128,12 +129,16 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
                 await reader
 
     async def _answer(self, request: pb.ScoreStreamRequest, context) -> pb.ScoreStreamResponse:
+        arrived = time.perf_counter()
         info = self.scorer.model_info
         version = info.version
+        timing: dict[str, float] = {}
         try:
             with self.scorer.admit(*payload_of(request.images)):
                 images, queries = await decode_images_async(request.images)
-                results, fits = await self.scorer.score_with_fits(images, queries, deadline=deadline_of(context))
+                timing["decode"] = time.perf_counter() - arrived
+                results, fits = await self.scorer.score_with_fits(images, queries, deadline=deadline_of(context),
+                                                                  timing=timing)
             if self.scorer.metrics is not None:
                 self.scorer.metrics.count_fits(fits)
         except (InvalidInput, *SCORING_ERRORS) as exc:
@@ -142,7 +147,8 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
                                           error=pb.Error(code=code.value[0], message=str(exc)))
         return pb.ScoreStreamResponse(request_id=request.request_id, model_version=version,
                                       results=[to_proto(*answer) for answer in zip(results, request.images, fits,
-                                                                                    strict=True)])
+                                                                                    strict=True)],
+                                      timing_ms=format_timing({**timing, "total": time.perf_counter() - arrived}))
 
     async def GetModelInfo(self, request, context) -> pb.ModelInfo:
         info = self.scorer.model_info

@@ -1,9 +1,11 @@
 """Where a request's time went, as the server tells the caller: one trailing-metadata entry on every
-answer of stedq.v1 Score and KServe v2 ModelInfer,
+answer of stedq.v1 Score and KServe v2 ModelInfer (and the same text in each ScoreStreamResponse's
+`timing_ms`, since a stream has one trailer for all its answers),
 
     stedq-timing-ms: decode=0.081;queue=0.012;inference=2.304;total=2.519
 
-in milliseconds, measured in the server: decoding and checking the pixels (and the fit verdict), waiting
+in milliseconds, measured in the server: decoding and checking the pixels (the fit verdict is computed
+while the batch runs, so it is in no stage), waiting
 in the batcher's queue, the onnxruntime runs this request's images were in (shared with the requests
 batched with it), and everything from the request's arrival in the servicer to its answer. The client's
 round trip minus `total` is the network and gRPC's own cost.

@@ -244,3 +244,11 @@ def test_every_answer_says_where_its_time_went(client, server):
         _, call = kpb_grpc.GRPCInferenceServiceStub(channel).ModelInfer.with_call(request, timeout=30)
     kserve = timing_from(call.trailing_metadata())
     assert kserve is not None and set(kserve) == set(STAGES) and kserve["inference"] > 0
+    # ScoreStream: one trailer for the whole stream, so each answer carries its own timing_ms
+    images = [np.random.default_rng(1).poisson(20, (224, 224)).astype(np.uint16)]
+    answers = list(client.stream([images, images]))
+    assert len(answers) == 2
+    for answer in answers:
+        assert answer.timing is not None and set(answer.timing) == set(STAGES) and answer.timing["inference"] > 0
+        assert answer.results[0].timing == answer.timing
+        assert answer.timing["decode"] + answer.timing["queue"] + answer.timing["inference"] <= answer.timing["total"] + 0.01
