@@ -67,7 +67,8 @@ class BackgroundScorer:
     that is down costs one fast failure per request instead of a backoff). `timeout`: seconds one
     request may take before its frames are marked missing. `max_pending`: frames waiting beyond this
     are marked missing at once ("backlog full") instead of piling up behind a slow server.
-    `on_result(FrameScore)` runs on the worker thread; keep it short."""
+    `on_result(FrameScore)` runs on the worker thread (for a frame refused because of the backlog, on
+    the thread that submitted it); keep it short."""
 
     def __init__(self, client: QualityClient | str = "localhost:50051", *, timeout: float = 2.0,
                  max_pending: int = 64, on_result: Callable[[FrameScore], None] | None = None):

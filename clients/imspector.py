@@ -76,11 +76,14 @@ class ImspectorScoring:
 
     def score(self, measurement=None) -> FrameScore:
         """Score one measurement and wait for the answer (at most about `timeout` seconds)."""
+        measurement = measurement if measurement is not None else self.imspector.active_measurement()
         before = len(self.scorer.results)
         self.submit(measurement)
+        name = measurement.name()
         if not self.scorer.wait(self.timeout * 2 + 1):
-            return FrameScore(None, None, error=f"no answer within {self.timeout * 2 + 1:g} s")
-        return self.scorer.results[before]
+            return FrameScore(name, None, error=f"no answer within {self.timeout * 2 + 1:g} s")
+        # other measurements submitted meanwhile may have answered first: this one's is the last of its name
+        return next(r for r in reversed(self.scorer.results[before:]) if r.key == name)
 
     @property
     def results(self) -> list[FrameScore]:
