@@ -115,3 +115,20 @@ def test_bad_arguments_are_refused(core):
         MDAScoring(core, "127.0.0.1:1", on_low="stop")
     with pytest.raises(ValueError, match="on_low must be one of"):
         MDAScoring(core, "127.0.0.1:1", threshold=0.5, on_low="pause")
+
+
+def test_the_acquisition_bench_runs_and_reports_each_condition(tmp_path):
+    """python -m stedq.bench.acquisition (the documented command behind docs/clients.md's figures),
+    tiny: every condition ran, the scored one scored every frame, the down one marked every frame missing."""
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "stedq.bench.acquisition", "--out", str(tmp_path), "--frames", "6",
+                          "--rounds", "1", "--exposure-ms", "0"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads((tmp_path / "acquisition.json").read_text())["summary"]
+    assert set(summary) == {"no scoring", "scored", "server down"}
+    assert (summary["scored"]["scored"], summary["scored"]["missing"]) == (6, 0)
+    assert (summary["server down"]["scored"], summary["server down"]["missing"]) == (0, 6)
+    assert all(v["ms_per_frame"] > 0 for v in summary.values())
