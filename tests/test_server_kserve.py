@@ -600,3 +600,15 @@ def test_in_a_process_with_tritonclient_the_server_starts_without_kserve(bundle)
     assert "stedq.v1.QualityService" in seen["services"]
     assert "inference.GRPCInferenceService" not in seen["services"]
     assert "KServe v2 protocol not served" in run.stderr
+
+
+def test_model_config_follows_the_settings(server):
+    """Without batching the config has no dynamic_batching; the limits are the settings'."""
+    from stedq.server.kserve import model_config
+
+    info = server.server.scorer.model_info
+    on = model_config(MODEL, info, "model.onnx", server.server.scorer.settings)
+    off = model_config(MODEL, info, "model.onnx", server.server.scorer.settings.model_copy(update={"batching": False}))
+    assert on.HasField("dynamic_batching") and not off.HasField("dynamic_batching")
+    assert on.parameters["max_request_inputs"].string_value == str(MAX_QUEUE)
+    assert on.parameters["tile_stride"].string_value == str(info.tile_stride)
