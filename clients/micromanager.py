@@ -55,7 +55,6 @@ class MDAScoring:
         self.frames: list[ScoredFrame] = []
         self.stopped_by_score: FrameScore | None = None
         self._requeue: queue.Queue = queue.Queue()
-        self._attempts: dict[tuple, int] = {}
         self._lock = threading.Lock()
         self.scorer = BackgroundScorer(client, timeout=timeout, max_pending=max_pending, on_result=self._on_result)
         core.mda.events.frameReady.connect(self._on_frame)
