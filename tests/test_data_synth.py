@@ -70,6 +70,15 @@ def test_synth_writes_a_labelled_dataset_and_is_reproducible(tmp_path):
     with pytest.raises(SystemExit, match="holds 1 images beyond the 2 asked for"):
         generate(out, {"actin": 2}, seed=7, workers=1, progress=False)
 
+    # `stedq train` reads what --thin-share needs from labels.csv, row by row in the loader's order.
+    from stedq.training.cli import load_dataset
+    from stedq.training.data.label import THIN_COMPONENTS
+    dataset = load_dataset(out / "tubulin")
+    by_file = {row["file"]: row for row in rows}
+    expected = [[float(by_file[name + ".tiff"][c]) for c in THIN_COMPONENTS] for name in dataset.names]
+    assert np.array_equal(dataset.label_components, expected)
+    assert np.array_equal(dataset.labels_clean, [float(by_file[name + ".tiff"]["label_clean"]) for name in dataset.names])
+
     # Preview: a contact sheet, a histogram and the label factors per structure, photon counts beside the
     # real images, one sheet per source and class.
     real = REPO_ROOT / "validation" / "real-dev"

@@ -164,3 +164,42 @@ def test_cosine_schedule_lowers_the_rate_each_epoch_and_resumes_alike(tmp_path):
     assert [h["lr"] for h in a["history"]] == [h["lr"] for h in b["history"]]
     with pytest.raises(TrainingError, match="--lr-schedule"):
         train(ds, tmp_path / "bad", config(lr_schedule="step"))
+
+
+def test_thinned_copies_are_dimmer_and_labelled_by_the_rule(tmp_path):
+    """--thin-share: thinned items carry fewer photons and the label the simulator gives those counts;
+    saturated items and the rest are untouched; a dataset without the label inputs is refused."""
+    from stedq.pixels import MODEL_COUNTS_PER_UNIT
+    from stedq.training.data.label import THIN_COMPONENTS
+    from stedq.training.data.microscope import SimulatedMicroscope
+    from stedq.training.train import thinned_photons
+
+    scopes, images, infos = [], [], []
+    for seed in range(4):
+        scope = SimulatedMicroscope("actin", seed=seed)
+        image, info = scope.acquire(dwell_time_us=40.0, p_ex_uw=15.0, p_sted_mw=60.0)
+        scopes.append(scope), images.append(image / MODEL_COUNTS_PER_UNIT), infos.append(info)
+    images = np.array(images, np.float32)
+    clean = np.array([info["label_clean"] for info in infos])
+    labels = np.clip(clean + 0.02, 0, 1).astype(np.float32)       # a labeller's offset, kept
+    components = np.array([[info[c] for c in THIN_COMPONENTS] for info in infos])
+    components[3, 3] = 0.4                                          # as if saturated: left alone
+    thinned, targets = thinned_photons(images, labels, clean, components, 1.0, np.random.default_rng(0))
+    for i in range(3):
+        assert thinned[i].sum() < 0.8 * images[i].sum() and targets[i] < labels[i]
+        counts = np.rint(thinned[i] * MODEL_COUNTS_PER_UNIT).astype(np.int64)
+        truth = scopes[i].label(counts, infos[i])["label_clean"]
+        assert targets[i] == pytest.approx(truth + 0.02, abs=0.02)
+    assert np.array_equal(thinned[3], images[3]) and targets[3] == labels[3]
+    untouched, same = thinned_photons(images, labels, clean, components, 0.0, np.random.default_rng(0))
+    assert untouched is images and same is labels
+
+    ds = tiny_dataset()
+    with pytest.raises(TrainingError, match="--thin-share needs"):
+        train(ds, tmp_path / "refused", config(thin_share=0.5))
+    counts = np.rint(ds.images * 1000)                               # photon counts, on the model's scale
+    ds.images = (counts / MODEL_COUNTS_PER_UNIT).astype(np.float32)
+    ds.labels_clean = ds.labels.astype(np.float64)
+    ds.label_components = np.tile([60.0, 0.0, 0.9, 0.0], (len(ds.labels), 1))
+    summary = train(ds, tmp_path / "thinned", config(epochs=1, thin_share=0.5))
+    assert summary["epochs_run"] == 1 and load_checkpoint(tmp_path / "thinned")["config"]["thin_share"] == 0.5

@@ -31,6 +31,9 @@ TRAIN_HELP = {
     "balanced": "sample training images evenly over the five target bins (the data is unbalanced)",
     "crop_share": "share of training items replaced by a random 64-223 px crop, padded by mirroring as the "
                   "server pads small images (not in the paper: teaches the model small images; 0 = off)",
+    "thin_share": "share of training items replaced by the same image with 10-80 %% of its photons (binomial "
+                  "thinning), labelled by the virtual expert's rule (not in the paper: fewer photons must "
+                  "score lower; needs the synthetic labels.csv; 0 = off)",
     "device": "auto = CUDA when available, else CPU",
     "precision": "auto = bfloat16 autocast where the hardware has it natively, else fp32",
     "channels_last": "channels-last memory layout (faster convolutions on CPU)",
@@ -132,6 +135,7 @@ def load_dataset(path: Path):
     import numpy as np
 
     from stedq.training.data import DatasetError, load_labelled_folder
+    from stedq.training.data.label import THIN_COMPONENTS
     from stedq.training.train import Dataset
 
     try:
@@ -143,16 +147,21 @@ def load_dataset(path: Path):
         f"{len(ds.labels)} labelled images from {path}" + (f" ({', '.join(structures)})" if structures else ""))
     clean = getattr(ds, "labels_clean", None)
     if clean is None:
-        clean = _clean_labels_from_csv(path, list(ds.names))
+        clean = _columns_from_csv(path, list(ds.names), ("label_clean",))
+        clean = None if clean is None else clean[:, 0]
     return Dataset(images=ds.images, labels=ds.labels, names=list(ds.names), path=str(path),
                    hash=str(ds.content_hash), description=description,
                    labels_clean=None if clean is None else np.asarray(clean, dtype=np.float64),
-                   structures=list(getattr(ds, "structures", []) or []))
+                   structures=list(getattr(ds, "structures", []) or []),
+                   label_components=_columns_from_csv(path, list(ds.names), THIN_COMPONENTS))
 
 
-def _clean_labels_from_csv(folder: Path, names: list[str]):
-    """Noise-free labels from the synthetic generator's labels.csv (columns file/name, label_clean), if any."""
+def _columns_from_csv(folder: Path, names: list[str], wanted: tuple[str, ...]):
+    """(N, len(wanted)) floats from the synthetic generator's labels.csv (rows found by file stem or name),
+    or None when the table, a column or a row is missing: evaluation then falls back to the labels."""
     import csv
+
+    import numpy as np
 
     table = Path(folder) / "labels.csv"
     if not table.is_file():
@@ -160,17 +169,17 @@ def _clean_labels_from_csv(folder: Path, names: list[str]):
     with table.open(newline="") as handle:
         reader = csv.DictReader(handle)
         columns = set(reader.fieldnames or [])
-        if "label_clean" not in columns or not columns & {"file", "name"}:
+        if not columns >= set(wanted) or not columns & {"file", "name"}:
             return None
-        clean = {}
+        rows = {}
         for row in reader:  # the loader names an image by its file's stem
             for key in (Path(row.get("file") or "").stem, row.get("name")):
                 if key:
-                    clean.setdefault(key, row["label_clean"])
+                    rows.setdefault(key, [row[column] for column in wanted])
     try:
-        return [float(clean[name]) for name in names]
+        return np.array([[float(value) for value in rows[name]] for name in names], dtype=np.float64)
     except (KeyError, ValueError):
-        return None  # names or values do not line up: evaluation falls back to the labels
+        return None
 
 
 def _train(args: argparse.Namespace) -> int:

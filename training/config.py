@@ -24,6 +24,7 @@ class TrainConfig:
     augment: bool = True           # each epoch adds one flipped/rotated copy of every training image
     balanced: bool = False         # sample training images evenly over the target bins
     crop_share: float = 0.25       # share of training items replaced by a 64-223 px crop padded as the server pads
+    thin_share: float = 0.0        # share of training items replaced by a photon-thinned copy, labelled by the rule
     device: str = "auto"           # auto | cpu | cuda
     precision: str = "auto"        # auto (bf16 where native) | bf16 | fp32
     channels_last: bool = True     # faster convolutions on CPU

@@ -48,6 +48,9 @@ class Dataset:
     description: str = ""
     labels_clean: np.ndarray | None = None   # noise-free quality, where synthetic data records it
     structures: list[str] = field(default_factory=list)
+    # (N, 4) label inputs in stedq.training.data.label.THIN_COMPONENTS order, where synthetic data records
+    # them: what --thin-share needs to label a thinned copy by the same rule
+    label_components: np.ndarray | None = None
 
 
 class TrainingError(ValueError):
@@ -121,6 +124,35 @@ def padded_crops(images: np.ndarray, share: float, rng: np.random.Generator) -> 
         top, left = rng.integers(0, height - size + 1), rng.integers(0, width - size + 1)
         out[i] = pad_to(images[i, top:top + size, left:left + size], height, width)
     return out
+
+
+THIN_FRACTIONS = (0.1, 0.8)   # photons kept, drawn log-uniformly: real thinning steps are 50/25/10 %
+
+
+def thinned_photons(images: np.ndarray, labels: np.ndarray, clean: np.ndarray, components: np.ndarray,
+                    share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) with a `share` of the items replaced by the same acquisition with fewer photons
+    (binomial thinning of the counts to 10-80 %), labelled by the virtual expert's own rule with SNR and
+    structure measured on the thinned image (stedq.training.data.label.thinned_quality) and the item's
+    labeller noise kept. Saturated images are left alone (thinning would erase the plateau the label
+    penalises). It pairs every structure with its dimmer self, so fewer photons always mean a lower
+    label, which the mix of separate acquisitions alone did not teach (docs/training.md)."""
+    from stedq.pixels import MODEL_COUNTS_PER_UNIT
+    from stedq.training.data.label import thinned_quality
+
+    chosen = np.flatnonzero((rng.random(len(images)) < share) & (components[:, 3] == 0))
+    if not len(chosen):
+        return images, labels
+    images, labels = images.copy(), labels.copy()
+    low, high = np.log(THIN_FRACTIONS[0]), np.log(THIN_FRACTIONS[1])
+    for i in chosen:
+        fraction = float(np.exp(rng.uniform(low, high)))
+        counts = np.rint(images[i].astype(np.float64) * MODEL_COUNTS_PER_UNIT).astype(np.int64)
+        thinned = rng.binomial(counts, fraction)
+        quality = thinned_quality(counts, thinned, fraction, *components[i])
+        labels[i] = np.clip(quality + (labels[i] - clean[i]), 0.0, 1.0)
+        images[i] = thinned / MODEL_COUNTS_PER_UNIT
+    return images, labels
 
 
 def dihedral(x: torch.Tensor, transforms: np.ndarray) -> torch.Tensor:
@@ -204,6 +236,10 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
     out = Path(out)
     check_dataset(ds)
     epoch_lr(config, 1)  # an unknown schedule fails before any work
+    if config.thin_share and (ds.labels_clean is None or ds.label_components is None):
+        raise TrainingError(f"{ds.path or 'dataset'}: --thin-share needs the synthetic generator's labels.csv "
+                            "(columns label_clean, resolution_nm, structure_loss, structure_similarity, "
+                            "saturation) to label thinned copies; pass --thin-share 0 for other data")
     if (out / LAST).exists() and not resume:
         raise TrainingError(f"{out}: already holds a run ({LAST}); pass --resume to continue it, "
                             f"or choose another --out")
@@ -216,6 +252,8 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
     split = split_indices(len(ds.images), config.val_fraction, config.test_fraction, config.split_seed)
     train_x, train_y = ds.images[split["train"]], ds.labels[split["train"]].astype(np.float32)
     val_x, val_y = ds.images[split["val"]], ds.labels[split["val"]].astype(np.float32)
+    if config.thin_share:
+        train_clean, train_components = ds.labels_clean[split["train"]], ds.label_components[split["train"]]
     mean, std = float(train_x.mean()), float(train_x.std()) or 1.0
     data_info = {"path": ds.path, "hash": ds.hash, "description": ds.description,
                  "n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
@@ -274,11 +312,16 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
                    mininterval=1.0 if sys.stderr.isatty() else 30.0)
         for s in bar:
             idx, k = items[s:s + config.batch_size], transforms[s:s + config.batch_size]
-            images = padded_crops(train_x[idx], config.crop_share, np.random.default_rng([config.seed, epoch, s]))
+            rng = np.random.default_rng([config.seed, epoch, s])
+            images, targets = train_x[idx], train_y[idx]
+            if config.thin_share:  # before cropping: the label is the whole thinned image's
+                images, targets = thinned_photons(images, targets, train_clean[idx], train_components[idx],
+                                                  config.thin_share, rng)
+            images = padded_crops(images, config.crop_share, rng)
             x = dihedral(to_batch(images, mean, std, torch.device("cpu"), False), k).to(device)
             if config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = torch.from_numpy(train_y[idx]).to(device)
+            y = torch.from_numpy(np.asarray(targets, np.float32)).to(device)
             with autocast(device, precision):
                 pred = model(x).squeeze(1)
             loss = loss_fn(pred.float(), y)

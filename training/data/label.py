@@ -136,3 +136,34 @@ def expert_quality(resolution_nm: float, snr: float, structure_loss: float, stru
 def noisy_label(clean: float, rng: np.random.Generator) -> float:
     """The expert's rating: the clean quality plus a small human-like disagreement, kept in [0, 1]."""
     return float(np.clip(clean + rng.normal(0.0, LABEL_NOISE_SD), 0.0, 1.0))
+
+
+# --- photon thinning: the same acquisition with fewer photons, labelled by the same rule ----------------
+
+THIN_COMPONENTS = ("resolution_nm", "structure_loss", "structure_similarity", "saturation")
+
+
+def thinned_structure_similarity(original: np.ndarray, thinned: np.ndarray, similarity: float,
+                                 fraction: float) -> float:
+    """`structure_similarity` of a binomially thinned image, without the sample's ideal image.
+
+    Thinning keeps the expected image S times `fraction` and leaves Poisson noise, so the covariance of
+    the smoothed image with the ideal one scales by `fraction` while its spread is measured on the
+    thinned image itself: corr' = corr * fraction * sd(smooth(original)) / sd(smooth(thinned)).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    spread = float(gaussian_filter(np.asarray(original, np.float64), IDEAL_SIGMA_PX).std())
+    spread_thinned = float(gaussian_filter(np.asarray(thinned, np.float64), IDEAL_SIGMA_PX).std())
+    if spread_thinned == 0:
+        return 0.0
+    return float(np.clip(similarity * fraction * spread / spread_thinned, 0.0, 1.0))
+
+
+def thinned_quality(original: np.ndarray, thinned: np.ndarray, fraction: float, resolution_nm: float,
+                    structure_loss: float, structure_similarity: float, saturation: float) -> float:
+    """Noise-free quality of `thinned` (photon counts binomially thinned from `original` to `fraction`):
+    resolution and bleaching are the acquisition's and stay; SNR and structure are measured anew."""
+    return expert_quality(resolution_nm, image_snr(thinned)[0], structure_loss,
+                          thinned_structure_similarity(original, thinned, structure_similarity, fraction),
+                          saturation)
