@@ -130,3 +130,20 @@ def test_crop_curve_on_the_samples(tmp_path):
     assert list(curve)[0] == "64" and curve["223"] > 0.9 and figures["images"] == 8
     assert set(figures["targets"]) == {"64", "100"}
     assert (tmp_path / "out" / "crops.png").is_file()
+
+
+def test_crop_curve_shows_the_label_rule_judging_the_crop(tmp_path):
+    """On a generated folder (labels.csv records each label's inputs) the curve comes with the virtual
+    expert's own figure: its rule on the crop against its full-image label, 1 when the crop is the image
+    and lower when the crop's photons differ from the full image's."""
+    data = tmp_path / "synth"
+    done = stedq_cli("data", "synth", "--out", str(data), "--actin", "10", "--tubulin", "0", "--seed", "3",
+                     "--workers", "2", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    done = stedq_cli("evaluate", "--crops", str(data / "actin"), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    figures = json.loads((tmp_path / "out" / "crops.json").read_text())
+    rule = figures["label_rule_on_crop"]
+    assert list(rule) == list(figures["spearman_by_crop_size"]) and rule["223"] > 0.95
+    assert all(-1 <= value <= 1 for value in rule.values()) and rule["64"] < 1
+    assert json.loads(done.stdout)["label_rule_on_crop"] == rule

@@ -136,6 +136,7 @@ def load_dataset(path: Path):
 
     from stedq.training.data import DatasetError, load_labelled_folder
     from stedq.training.data.label import THIN_COMPONENTS
+    from stedq.training.data.loader import label_columns
     from stedq.training.train import Dataset
 
     try:
@@ -147,39 +148,13 @@ def load_dataset(path: Path):
         f"{len(ds.labels)} labelled images from {path}" + (f" ({', '.join(structures)})" if structures else ""))
     clean = getattr(ds, "labels_clean", None)
     if clean is None:
-        clean = _columns_from_csv(path, list(ds.names), ("label_clean",))
+        clean = label_columns(path, list(ds.names), ("label_clean",))
         clean = None if clean is None else clean[:, 0]
     return Dataset(images=ds.images, labels=ds.labels, names=list(ds.names), path=str(path),
                    hash=str(ds.content_hash), description=description,
                    labels_clean=None if clean is None else np.asarray(clean, dtype=np.float64),
                    structures=list(getattr(ds, "structures", []) or []),
-                   label_components=_columns_from_csv(path, list(ds.names), THIN_COMPONENTS))
-
-
-def _columns_from_csv(folder: Path, names: list[str], wanted: tuple[str, ...]):
-    """(N, len(wanted)) floats from the synthetic generator's labels.csv (rows found by file stem or name),
-    or None when the table, a column or a row is missing: evaluation then falls back to the labels."""
-    import csv
-
-    import numpy as np
-
-    table = Path(folder) / "labels.csv"
-    if not table.is_file():
-        return None
-    with table.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = set(reader.fieldnames or [])
-        if not columns >= set(wanted) or not columns & {"file", "name"}:
-            return None
-        rows = {}
-        for row in reader:  # the loader names an image by its file's stem
-            for key in (Path(row.get("file") or "").stem, row.get("name")):
-                if key:
-                    rows.setdefault(key, [row[column] for column in wanted])
-    try:
-        return np.array([[float(value) for value in rows[name]] for name in names], dtype=np.float64)
-    except (KeyError, ValueError):
-        return None
+                   label_components=label_columns(path, list(ds.names), THIN_COMPONENTS))
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -4,6 +4,12 @@ Each image of a labelled synthetic folder is scored whole and as centre crops of
 same in-process path as `stedq evaluate --real` (stedq.local: the server's padding and tiling). The
 Spearman correlation between crop scores and full-image scores, per crop size, is the figure the
 small-image targets are stated in (≥ 0.95 at 100 px, ≥ 0.85 at 64 px).
+
+Beside it, where the folder's labels.csv records each label's inputs (`stedq data synth` does), the
+same figure for the virtual expert itself judging the crop: its rule with the SNR and saturation
+measured on the crop and everything else (resolution, bleaching, structure) taken from the full
+acquisition, against its full-image label. That is what the crop's own photons allow a judge that sees
+only the crop; a model cannot be expected to rank crops better than the rule that labels its data.
 """
 
 from __future__ import annotations
@@ -32,7 +38,25 @@ def crop_curve(images: np.ndarray, score, sizes=SIZES, progress=lambda n: None) 
     return curve
 
 
-def write_curve(curve: dict, out: Path, meta: dict) -> dict:
+def rule_curve(counts: np.ndarray, components: np.ndarray, clean: np.ndarray, sizes=SIZES) -> dict:
+    """{size: Spearman of the virtual expert on centre crops vs its full-image label}. `counts` (N, H, W)
+    photon counts; `components` (N, 4) in THIN_COMPONENTS order; `clean` the full images' clean labels."""
+    from scipy.stats import spearmanr
+
+    from stedq.training.data.label import expert_quality, image_saturation, image_snr
+
+    curve = {}
+    for size in sizes:
+        top, left = (counts.shape[1] - size) // 2, (counts.shape[2] - size) // 2
+        judged = []
+        for image, (resolution_nm, loss, structure, _) in zip(counts, components, strict=True):
+            crop = image[top:top + size, left:left + size]
+            judged.append(expert_quality(resolution_nm, image_snr(crop)[0], loss, structure, image_saturation(crop)))
+        curve[size] = float(spearmanr(judged, clean)[0])
+    return curve
+
+
+def write_curve(curve: dict, out: Path, meta: dict, rule: dict | None = None) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,9 +67,14 @@ def write_curve(curve: dict, out: Path, meta: dict) -> dict:
                for size, target in TARGETS.items()}
     figures = {**meta, "spearman_by_crop_size": {str(k): round(v, 4) for k, v in curve.items()},
                "targets": {str(k): v for k, v in targets.items()}}
+    if rule:
+        figures["label_rule_on_crop"] = {str(k): round(v, 4) for k, v in rule.items()}
     (out / "crops.json").write_text(json.dumps(figures, indent=2) + "\n")
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(list(curve), list(curve.values()), "o-", label=f"model {meta['model']['version']}")
+    if rule:
+        ax.plot(list(rule), list(rule.values()), "--", color="grey",
+                label="the label rule judging the crop (SNR measured on it)")
     for size, target in TARGETS.items():
         ax.plot([size], [target], "r_", ms=18, mew=2)
         ax.annotate(f"target ≥ {target}", (size, target), textcoords="offset points", xytext=(6, 4), fontsize=8)

@@ -104,8 +104,13 @@ def evaluate_real(args: argparse.Namespace) -> int:
 def evaluate_crops(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from stedq.training.crops import SIZES, crop_curve, write_curve
+    import numpy as np
+
+    from stedq.pixels import MODEL_COUNTS_PER_UNIT
+    from stedq.training.crops import SIZES, crop_curve, rule_curve, write_curve
     from stedq.training.data import DatasetError, load_labelled_folder
+    from stedq.training.data.label import THIN_COMPONENTS
+    from stedq.training.data.loader import label_columns
 
     try:
         dataset = load_labelled_folder(args.crops)
@@ -114,7 +119,14 @@ def evaluate_crops(args: argparse.Namespace) -> int:
     score, model, _ = local_backend(args)
     with tqdm(total=len(SIZES) + 1, desc="crop sizes", disable=None, file=sys.stderr) as bar:
         curve = crop_curve(dataset.images, lambda image: score(image, "model_scale"), progress=bar.update)
+    columns = label_columns(args.crops, dataset.names, ("label_clean",) + THIN_COMPONENTS)
+    rule = None
+    if columns is not None:  # the virtual expert's own limit on what a crop shows
+        counts = np.rint(dataset.images.astype(np.float64) * MODEL_COUNTS_PER_UNIT)
+        rule = rule_curve(counts, columns[:, 1:], columns[:, 0])
     out = args.out or Path(f"crops-{model['name']}-{model['version']}")
-    figures = write_curve(curve, out, {"model": model, "data": str(args.crops), "images": len(dataset.images)})
-    print(json.dumps({k: figures[k] for k in ("spearman_by_crop_size", "targets")}, indent=2))
+    figures = write_curve(curve, out, {"model": model, "data": str(args.crops), "images": len(dataset.images)},
+                          rule)
+    print(json.dumps({k: figures[k] for k in ("spearman_by_crop_size", "targets", "label_rule_on_crop")
+                      if k in figures}, indent=2))
     return 0

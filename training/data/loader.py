@@ -194,6 +194,28 @@ def check_labelled_folder(folder: str | Path, read_images: bool = True,
     return report
 
 
+def label_columns(folder: Path, names: list[str], wanted: tuple[str, ...]):
+    """(N, len(wanted)) floats from a labels.csv's columns (the synthetic generator records each label's
+    inputs there), rows found by file stem or name; None when the table, a column or a row is missing."""
+    table = Path(folder) / LABELS_CSV
+    if not table.is_file():
+        return None
+    with table.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or [])
+        if not columns >= set(wanted) or not columns & {"file", "name"}:
+            return None
+        rows = {}
+        for row in reader:  # the loader names an image by its file's stem
+            for key in (Path(row.get("file") or "").stem, row.get("name")):
+                if key:
+                    rows.setdefault(key, [row[column] for column in wanted])
+    try:
+        return np.array([[float(value) for value in rows[name]] for name in names], dtype=np.float64)
+    except (KeyError, ValueError):
+        return None
+
+
 def content_hash(paths: list[Path], labels: list[float]) -> str:
     """sha256 over each file's name, bytes and label: the same data gives the same hash on any machine."""
     digest = hashlib.sha256()
