@@ -59,8 +59,33 @@ def test_evaluate_writes_the_paper_report(run_dir, tmp_path):
                     "## User study: human tester records", "| confusion C |"):
         assert heading in report
     assert "Monotonicity" not in report
+    thinning = metrics["thinning"]   # the test split's images with label >= 0.1, two steps each
+    assert thinning["images"] == int((ds.labels[select_test(run_dir, ds)] >= 0.1).sum())
+    assert thinning["steps"] == 2 * thinning["images"] and 0 <= thinning["falls"] <= thinning["steps"]
+    if thinning["steps"]:
+        assert f"{thinning['falls']} of {thinning['steps']} steps" in report
     # the checkpoint now carries the test metrics (what the exported bundle reports)
     assert load_checkpoint(run_dir)["metrics"]["test"] == results["test"]["metrics"]
+
+
+def select_test(run_dir, ds):
+    names = load_checkpoint(run_dir)["data"]["split"]["test"]
+    return [ds.names.index(name) for name in names]
+
+
+def test_thinning_check_counts_the_steps_where_the_score_falls():
+    """A judge that follows the photons falls at every step, one that prefers dim images at none; images
+    the expert sees nothing in (label < 0.1) are left out."""
+    from stedq.training.evaluate import thinning_check
+
+    rng = np.random.default_rng(0)
+    images = (rng.poisson(50, (5, 224, 224)) / 65535).astype(np.float32)
+    labels = np.array([0.5, 0.9, 0.05, 0.3, 0.7])
+    brighter_is_better = thinning_check(lambda x: x.mean(axis=(1, 2)), images, labels, seed=0)
+    assert brighter_is_better == {**brighter_is_better, "images": 4, "steps": 8, "falls": 8, "share": 1.0}
+    assert brighter_is_better["mean_score"][0] > brighter_is_better["mean_score"][1] > brighter_is_better["mean_score"][2]
+    dimmer_is_better = thinning_check(lambda x: -x.mean(axis=(1, 2)), images, labels, seed=0)
+    assert dimmer_is_better["falls"] == 0 and dimmer_is_better["share"] == 0.0
 
 
 def test_evaluate_refuses_other_data(run_dir, tmp_path):

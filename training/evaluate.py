@@ -163,6 +163,7 @@ def evaluate(run: str | Path, ds, unseen: dict[str, object], options: EvalOption
                                   "tables": userstudy.tables_to_dict(human_tables)}
         human_md = userstudy.tables_markdown(human_tables)
 
+    results["thinning"] = thinning_check(scorer, ds.images[test_idx], labels[test_idx], options.seed)
     mono_md = ""
     if options.monotonic_samples:
         from stedq.training.monotonicity import check_monotonicity, monotonicity_markdown, plot_monotonicity
@@ -178,7 +179,8 @@ def evaluate(run: str | Path, ds, unseen: dict[str, object], options: EvalOption
 
     (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(results, test_md=metrics_markdown(test["metrics"], test["per_bin"]),
-                                                   study_md=study_md, human_md=human_md, mono_md=mono_md))
+                                                   study_md=study_md, human_md=human_md, mono_md=mono_md,
+                                                   thin_md=thinning_markdown(results["thinning"])))
     if options.update_checkpoint:
         checkpoint.pop("path", None)
         checkpoint["metrics"] = {**checkpoint.get("metrics", {}), "test": test["metrics"],
@@ -188,6 +190,35 @@ def evaluate(run: str | Path, ds, unseen: dict[str, object], options: EvalOption
     return results
 
 
+THIN_STEPS = (1.0, 0.5, 0.25)   # the real-image gate's first thinning steps (stedq evaluate --real)
+
+
+def thinning_check(scorer, images: np.ndarray, labels: np.ndarray, seed: int, min_label: float = 0.1) -> dict:
+    """The real-image gate's photon check on the synthetic test split: each image that shows something
+    (label >= min_label) binomially thinned to 50 % and 25 % of its photons; how often the score falls."""
+    from stedq.pixels import MODEL_COUNTS_PER_UNIT
+
+    chosen = np.flatnonzero(labels >= min_label)
+    rng = np.random.default_rng([seed, 50])
+    counts = np.rint(images[chosen].astype(np.float64) * MODEL_COUNTS_PER_UNIT).astype(np.int64)
+    ladders = [counts]
+    for step in range(1, len(THIN_STEPS)):   # thinning a thinned image keeps it a binomial sample
+        ladders.append(rng.binomial(ladders[-1], THIN_STEPS[step] / THIN_STEPS[step - 1]))
+    scores = np.stack([scorer((ladder / MODEL_COUNTS_PER_UNIT).astype(np.float32)) for ladder in ladders], axis=1)
+    falls = scores[:, 1:] < scores[:, :-1]
+    return {"images": len(chosen), "steps": int(falls.size), "falls": int(falls.sum()),
+            "share": float(falls.mean()) if falls.size else None,
+            "mean_score": [round(float(v), 4) for v in scores.mean(axis=0)]}
+
+
+def thinning_markdown(result: dict) -> str:
+    if not result["steps"]:
+        return ""
+    return (f"## Fewer photons (test split, binomial thinning to 50 / 25 %)\n\nThe score falls in "
+            f"**{result['falls']} of {result['steps']} steps** ({result['share']:.0%}) over {result['images']} "
+            f"images with label ≥ 0.1; mean score {' → '.join(f'{v:.3f}' for v in result['mean_score'])}.\n")
+
+
 def counts_to_unit(images: np.ndarray) -> np.ndarray:
     """Raw photon-count acquisitions -> model input by the pixel contract (as the loader and server do)."""
     from stedq.pixels import to_model_input, to_wire_array
@@ -195,7 +226,8 @@ def counts_to_unit(images: np.ndarray) -> np.ndarray:
     return np.stack([to_model_input(to_wire_array(image)) for image in images]).astype(np.float32)
 
 
-def report_markdown(results: dict, test_md: str, study_md: str, human_md: str, mono_md: str) -> str:
+def report_markdown(results: dict, test_md: str, study_md: str, human_md: str, mono_md: str,
+                    thin_md: str = "") -> str:
     parts = [f"# Evaluation of `{results['checkpoint']}` (epoch {results['epoch']})", "",
              f"Data: `{results['data']}`; device {results['device']}, {results['precision']}.", "",
              "## Test split (held out)", "", test_md]
@@ -211,6 +243,8 @@ def report_markdown(results: dict, test_md: str, study_md: str, human_md: str, m
               f"**{'yes' if s['network_beats_random_confusion_in_all_bins'] else 'no'}**.", "", study_md]
     if human_md:
         parts += ["## User study: human tester records", "", human_md]
+    if thin_md:
+        parts += [thin_md]
     if mono_md:
         parts += ["## Monotonicity (simulated microscope)", "", mono_md]
     parts += ["Figures: `scatter.png`, `study_tpe.png`" + (", `monotonicity.png`" if mono_md else "") + ".", ""]

@@ -102,9 +102,8 @@ def evaluate_real(args: argparse.Namespace) -> int:
 
 
 def evaluate_crops(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     import numpy as np
+    from tqdm import tqdm
 
     from stedq.pixels import MODEL_COUNTS_PER_UNIT
     from stedq.training.crops import SIZES, crop_curve, rule_curve, write_curve
