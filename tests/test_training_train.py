@@ -203,3 +203,30 @@ def test_thinned_copies_are_dimmer_and_labelled_by_the_rule(tmp_path):
     ds.label_components = np.tile([60.0, 0.0, 0.9, 0.0], (len(ds.labels), 1))
     summary = train(ds, tmp_path / "thinned", config(epochs=1, thin_share=0.5))
     assert summary["epochs_run"] == 1 and load_checkpoint(tmp_path / "thinned")["config"]["thin_share"] == 0.5
+
+
+def test_precise_batch_norm_averages_the_given_batches(tmp_path):
+    """--precise-bn: each batch-norm layer's running mean becomes the mean of its inputs over the batches
+    (the running average of the last batches is gone), its momentum is kept, dropout stays out of it."""
+    from torch import nn
+
+    from stedq.training.model import QualityNet
+    from stedq.training.train import precise_batch_norm
+
+    torch.manual_seed(0)
+    model = QualityNet().eval()
+    norm = model.features[1][1]                         # the second block's BatchNorm2d
+    seen = []
+    hook = norm.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach()))
+    batches = [torch.randn(3, 1, 224, 224) * scale for scale in (1.0, 2.0)]
+    norm.running_mean.fill_(5.0)
+    precise_batch_norm(model, batches, torch.device("cpu"), "fp32")
+    hook.remove()
+    per_batch = torch.stack([x.mean(dim=(0, 2, 3)) for x in seen])
+    assert torch.allclose(norm.running_mean, per_batch.mean(dim=0), atol=1e-5)
+    assert norm.momentum == 0.1 and model.training
+    assert all(m.training for m in model.modules() if isinstance(m, nn.Dropout))
+
+    summary = train(tiny_dataset(), tmp_path / "precise", config(epochs=1, precise_bn=8))
+    assert np.isfinite(summary["best_val_rmse"])
+    assert load_checkpoint(tmp_path / "precise")["config"]["precise_bn"] == 8

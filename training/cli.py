@@ -34,6 +34,9 @@ TRAIN_HELP = {
     "thin_share": "share of training items replaced by the same image with 10-80 %% of its photons (binomial "
                   "thinning), labelled by the virtual expert's rule (not in the paper: fewer photons must "
                   "score lower; needs the synthetic labels.csv; 0 = off)",
+    "precise_bn": "after each epoch, recompute the batch-norm statistics over this many training items "
+                  "(as the epoch feeds them) instead of the running average of the last ~10 batches; "
+                  "steadier validation (not in the paper; 0 = off)",
     "device": "auto = CUDA when available, else CPU",
     "precision": "auto = bfloat16 autocast where the hardware has it natively, else fp32",
     "channels_last": "channels-last memory layout (faster convolutions on CPU)",

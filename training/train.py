@@ -226,6 +226,28 @@ def _rng_state() -> dict:
 
 # --- training ----------------------------------------------------------------------------------------
 
+@torch.no_grad()
+def precise_batch_norm(model: nn.Module, batches, device: torch.device, precision: str) -> None:
+    """Replace every batch-norm layer's running mean/variance by their average over `batches` (training
+    inputs), dropout off ("precise BN", Wu & Johnson 2021). The default running statistics average the
+    last ~10 batches (momentum 0.1) and swung the validation RMSE by 0.05 from epoch to epoch here."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None            # cumulative average over the batches below
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.eval()
+    for x in batches:
+        with autocast(device, precision):
+            model(x)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    model.train()
+
+
 def _validate(model, images, labels, mean, std, device, precision, config) -> float:
     pred = predict_scores(model, images, mean, std, device, precision, config.batch_size, config.channels_last)
     return float(np.mean((pred - labels) ** 2))
@@ -252,8 +274,20 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
     split = split_indices(len(ds.images), config.val_fraction, config.test_fraction, config.split_seed)
     train_x, train_y = ds.images[split["train"]], ds.labels[split["train"]].astype(np.float32)
     val_x, val_y = ds.images[split["val"]], ds.labels[split["val"]].astype(np.float32)
-    if config.thin_share:
-        train_clean, train_components = ds.labels_clean[split["train"]], ds.label_components[split["train"]]
+    thin_inputs = (ds.labels_clean[split["train"]], ds.label_components[split["train"]]) if config.thin_share else None
+
+    def batch(idx: np.ndarray, transforms: np.ndarray, key: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training batch as the model sees it: thinned copies, padded crops, flips/rotations."""
+        rng = np.random.default_rng([config.seed, *key])
+        images, targets = train_x[idx], train_y[idx]
+        if thin_inputs is not None:  # before cropping: the label is the whole thinned image's
+            images, targets = thinned_photons(images, targets, thin_inputs[0][idx], thin_inputs[1][idx],
+                                              config.thin_share, rng)
+        images = padded_crops(images, config.crop_share, rng)
+        x = dihedral(to_batch(images, mean, std, torch.device("cpu"), False), transforms).to(device)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, torch.from_numpy(np.asarray(targets, np.float32)).to(device)
     mean, std = float(train_x.mean()), float(train_x.std()) or 1.0
     data_info = {"path": ds.path, "hash": ds.hash, "description": ds.description,
                  "n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
@@ -311,28 +345,23 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
         bar = tqdm(starts, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0)
         for s in bar:
-            idx, k = items[s:s + config.batch_size], transforms[s:s + config.batch_size]
-            rng = np.random.default_rng([config.seed, epoch, s])
-            images, targets = train_x[idx], train_y[idx]
-            if config.thin_share:  # before cropping: the label is the whole thinned image's
-                images, targets = thinned_photons(images, targets, train_clean[idx], train_components[idx],
-                                                  config.thin_share, rng)
-            images = padded_crops(images, config.crop_share, rng)
-            x = dihedral(to_batch(images, mean, std, torch.device("cpu"), False), k).to(device)
-            if config.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = torch.from_numpy(np.asarray(targets, np.float32)).to(device)
+            x, y = batch(items[s:s + config.batch_size], transforms[s:s + config.batch_size], [epoch, s])
             with autocast(device, precision):
                 pred = model(x).squeeze(1)
             loss = loss_fn(pred.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            seen += len(idx)
-            loss_sum += loss.item() * len(idx)
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)  # no redraw per step
         bar.close()
         train_loss = loss_sum / max(seen, 1)
+        if config.precise_bn:  # the running statistics, from many training batches instead of the last ~10
+            bn_items = np.random.default_rng([config.seed, epoch, 1]).permutation(len(items))[:config.precise_bn]
+            precise_batch_norm(model, [batch(items[bn_items[i:i + config.batch_size]],
+                                             transforms[bn_items[i:i + config.batch_size]], [epoch, i, 1])[0]
+                                       for i in range(0, len(bn_items), config.batch_size)], device, precision)
         val_loss = _validate(model, val_x, val_y, mean, std, device, precision, config)
         seconds = time.monotonic() - t0
         improved = val_loss < best["val_loss"]
