@@ -172,7 +172,7 @@ def test_thinned_copies_are_dimmer_and_labelled_by_the_rule(tmp_path):
     from stedq.pixels import MODEL_COUNTS_PER_UNIT
     from stedq.training.data.label import THIN_COMPONENTS
     from stedq.training.data.microscope import SimulatedMicroscope
-    from stedq.training.train import thinned_photons
+    from stedq.training.train import photon_variants
 
     scopes, images, infos = [], [], []
     for seed in range(4):
@@ -184,18 +184,18 @@ def test_thinned_copies_are_dimmer_and_labelled_by_the_rule(tmp_path):
     labels = np.clip(clean + 0.02, 0, 1).astype(np.float32)       # a labeller's offset, kept
     components = np.array([[info[c] for c in THIN_COMPONENTS] for info in infos])
     components[3, 3] = 0.4                                          # as if saturated: left alone
-    thinned, targets = thinned_photons(images, labels, clean, components, 1.0, np.random.default_rng(0))
+    thinned, targets = photon_variants(images, labels, clean, components, 1.0, 0.0, np.random.default_rng(0))
     for i in range(3):
         assert thinned[i].sum() < 0.8 * images[i].sum() and targets[i] < labels[i]
         counts = np.rint(thinned[i] * MODEL_COUNTS_PER_UNIT).astype(np.int64)
         truth = scopes[i].label(counts, infos[i])["label_clean"]
         assert targets[i] == pytest.approx(truth + 0.02, abs=0.02)
     assert np.array_equal(thinned[3], images[3]) and targets[3] == labels[3]
-    untouched, same = thinned_photons(images, labels, clean, components, 0.0, np.random.default_rng(0))
+    untouched, same = photon_variants(images, labels, clean, components, 0.0, 0.0, np.random.default_rng(0))
     assert untouched is images and same is labels
 
     ds = tiny_dataset()
-    with pytest.raises(TrainingError, match="--thin-share needs"):
+    with pytest.raises(TrainingError, match="--thin-share and --floor-share need"):
         train(ds, tmp_path / "refused", config(thin_share=0.5))
     counts = np.rint(ds.images * 1000)                               # photon counts, on the model's scale
     ds.images = (counts / MODEL_COUNTS_PER_UNIT).astype(np.float32)

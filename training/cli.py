@@ -34,6 +34,10 @@ TRAIN_HELP = {
     "thin_share": "share of training items replaced by the same image with 10-80 %% of its photons (binomial "
                   "thinning), labelled by the virtual expert's rule (not in the paper: fewer photons must "
                   "score lower; needs the synthetic labels.csv; 0 = off)",
+    "floor_share": "share of training items given a background floor: Poisson photons of a smooth haze at "
+                   "2-35 %% of the image's signal (out-of-focus light, STED re-excitation), labelled by the "
+                   "virtual expert's rule (not in the paper: a floor costs only the SNR it takes; needs the "
+                   "synthetic labels.csv; 0 = off)",
     "precise_bn": "after each epoch, recompute the batch-norm statistics over this many training items "
                   "(as the epoch feeds them) instead of the running average of the last ~10 batches; "
                   "steadier validation (not in the paper; 0 = off)",

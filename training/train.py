@@ -127,31 +127,51 @@ def padded_crops(images: np.ndarray, share: float, rng: np.random.Generator) -> 
 
 
 THIN_FRACTIONS = (0.1, 0.8)   # photons kept, drawn log-uniformly: real thinning steps are 50/25/10 %
+FLOOR_FRACTIONS = (0.02, 0.35)   # background floor, as a share of the image's signal (its brightest 2 %)
+HAZE_SIGMA_PX = 32.0             # the floor varies smoothly, as out-of-focus light does
 
 
-def thinned_photons(images: np.ndarray, labels: np.ndarray, clean: np.ndarray, components: np.ndarray,
-                    share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(images, labels) with a `share` of the items replaced by the same acquisition with fewer photons
-    (binomial thinning of the counts to 10-80 %), labelled by the virtual expert's own rule with SNR and
-    structure measured on the thinned image (stedq.training.data.label.thinned_quality) and the item's
-    labeller noise kept. Saturated images are left alone (thinning would erase the plateau the label
-    penalises). It pairs every structure with its dimmer self, so fewer photons always mean a lower
-    label, which the mix of separate acquisitions alone did not teach (docs/training.md)."""
+def background_haze(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A smooth non-negative field of mean ~1: where out-of-focus light and STED re-excitation put a floor."""
+    from scipy.ndimage import gaussian_filter
+
+    field = gaussian_filter(rng.standard_normal(shape), HAZE_SIGMA_PX)
+    return np.clip(1.0 + 0.5 * field / max(float(field.std()), 1e-12), 0.0, None)
+
+
+def photon_variants(images: np.ndarray, labels: np.ndarray, clean: np.ndarray, components: np.ndarray,
+                    thin_share: float, floor_share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) with items replaced by the same acquisition with fewer photons (a `thin_share` of
+    them: binomial thinning to 10-80 %) and/or over a background floor (a `floor_share`: Poisson photons of
+    a smooth haze at 2-35 % of the image's signal), labelled by the virtual expert's own rule with SNR and
+    structure measured on the new counts (stedq.training.data.label.quality_after), the item's labeller
+    noise kept. Saturated images are left alone (either would change the plateau the label penalises).
+
+    Each structure meets its dimmer and its hazier self with the label the rule gives them: the mix of
+    separate acquisitions alone taught neither that fewer photons score lower nor that a floor costs
+    only the SNR it takes (docs/training.md)."""
     from stedq.pixels import MODEL_COUNTS_PER_UNIT
-    from stedq.training.data.label import thinned_quality
+    from stedq.training.data.label import image_snr, quality_after
 
-    chosen = np.flatnonzero((rng.random(len(images)) < share) & (components[:, 3] == 0))
-    if not len(chosen):
+    unsaturated = components[:, 3] == 0
+    thin = (rng.random(len(images)) < thin_share) & unsaturated
+    floor = (rng.random(len(images)) < floor_share) & unsaturated
+    if not (thin.any() or floor.any()):
         return images, labels
     images, labels = images.copy(), labels.copy()
     low, high = np.log(THIN_FRACTIONS[0]), np.log(THIN_FRACTIONS[1])
-    for i in chosen:
-        fraction = float(np.exp(rng.uniform(low, high)))
+    for i in np.flatnonzero(thin | floor):
         counts = np.rint(images[i].astype(np.float64) * MODEL_COUNTS_PER_UNIT).astype(np.int64)
-        thinned = rng.binomial(counts, fraction)
-        quality = thinned_quality(counts, thinned, fraction, *components[i])
+        changed, kept = counts, 1.0
+        if thin[i]:
+            kept = float(np.exp(rng.uniform(low, high)))
+            changed = rng.binomial(counts, kept)
+        if floor[i]:
+            level = rng.uniform(*FLOOR_FRACTIONS) * image_snr(changed)[1]
+            changed = changed + rng.poisson(level * background_haze(counts.shape, rng))
+        quality = quality_after(counts, changed, kept, *components[i])
         labels[i] = np.clip(quality + (labels[i] - clean[i]), 0.0, 1.0)
-        images[i] = thinned / MODEL_COUNTS_PER_UNIT
+        images[i] = np.minimum(changed, MODEL_COUNTS_PER_UNIT) / MODEL_COUNTS_PER_UNIT
     return images, labels
 
 
@@ -258,10 +278,11 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
     out = Path(out)
     check_dataset(ds)
     epoch_lr(config, 1)  # an unknown schedule fails before any work
-    if config.thin_share and (ds.labels_clean is None or ds.label_components is None):
-        raise TrainingError(f"{ds.path or 'dataset'}: --thin-share needs the synthetic generator's labels.csv "
-                            "(columns label_clean, resolution_nm, structure_loss, structure_similarity, "
-                            "saturation) to label thinned copies; pass --thin-share 0 for other data")
+    variants = bool(config.thin_share or config.floor_share)
+    if variants and (ds.labels_clean is None or ds.label_components is None):
+        raise TrainingError(f"{ds.path or 'dataset'}: --thin-share and --floor-share need the synthetic "
+                            "generator's labels.csv (columns label_clean, resolution_nm, structure_loss, "
+                            "structure_similarity, saturation) to label the changed copies; pass 0 for other data")
     if (out / LAST).exists() and not resume:
         raise TrainingError(f"{out}: already holds a run ({LAST}); pass --resume to continue it, "
                             f"or choose another --out")
@@ -274,15 +295,15 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
     split = split_indices(len(ds.images), config.val_fraction, config.test_fraction, config.split_seed)
     train_x, train_y = ds.images[split["train"]], ds.labels[split["train"]].astype(np.float32)
     val_x, val_y = ds.images[split["val"]], ds.labels[split["val"]].astype(np.float32)
-    thin_inputs = (ds.labels_clean[split["train"]], ds.label_components[split["train"]]) if config.thin_share else None
+    label_inputs = (ds.labels_clean[split["train"]], ds.label_components[split["train"]]) if variants else None
 
     def batch(idx: np.ndarray, transforms: np.ndarray, key: list) -> tuple[torch.Tensor, torch.Tensor]:
         """One training batch as the model sees it: thinned copies, padded crops, flips/rotations."""
         rng = np.random.default_rng([config.seed, *key])
         images, targets = train_x[idx], train_y[idx]
-        if thin_inputs is not None:  # before cropping: the label is the whole thinned image's
-            images, targets = thinned_photons(images, targets, thin_inputs[0][idx], thin_inputs[1][idx],
-                                              config.thin_share, rng)
+        if label_inputs is not None:  # before cropping: the label is the whole changed image's
+            images, targets = photon_variants(images, targets, label_inputs[0][idx], label_inputs[1][idx],
+                                              config.thin_share, config.floor_share, rng)
         images = padded_crops(images, config.crop_share, rng)
         x = dihedral(to_batch(images, mean, std, torch.device("cpu"), False), transforms).to(device)
         if config.channels_last:

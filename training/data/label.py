@@ -138,32 +138,35 @@ def noisy_label(clean: float, rng: np.random.Generator) -> float:
     return float(np.clip(clean + rng.normal(0.0, LABEL_NOISE_SD), 0.0, 1.0))
 
 
-# --- photon thinning: the same acquisition with fewer photons, labelled by the same rule ----------------
+# --- photon variants: the same acquisition with fewer photons or a background floor, labelled by the rule
 
 THIN_COMPONENTS = ("resolution_nm", "structure_loss", "structure_similarity", "saturation")
 
 
-def thinned_structure_similarity(original: np.ndarray, thinned: np.ndarray, similarity: float,
-                                 fraction: float) -> float:
-    """`structure_similarity` of a binomially thinned image, without the sample's ideal image.
+def structure_similarity_after(original: np.ndarray, changed: np.ndarray, similarity: float,
+                               signal_kept: float = 1.0) -> float:
+    """`structure_similarity` of `changed` (photon counts) without the sample's ideal image, when `changed`
+    is `original` binomially thinned to `signal_kept` and/or plus photons independent of the sample (a
+    background floor or haze).
 
-    Thinning keeps the expected image S times `fraction` and leaves Poisson noise, so the covariance of
-    the smoothed image with the ideal one scales by `fraction` while its spread is measured on the
-    thinned image itself: corr' = corr * fraction * sd(smooth(original)) / sd(smooth(thinned)).
+    The sample's part of the image keeps `signal_kept` of its expected counts and the rest is noise
+    unrelated to the ideal image, so the covariance of the smoothed image with the ideal one scales by
+    `signal_kept` while its spread is measured on `changed` itself:
+    corr' = corr * signal_kept * sd(smooth(original)) / sd(smooth(changed)).
     """
     from scipy.ndimage import gaussian_filter
 
     spread = float(gaussian_filter(np.asarray(original, np.float64), IDEAL_SIGMA_PX).std())
-    spread_thinned = float(gaussian_filter(np.asarray(thinned, np.float64), IDEAL_SIGMA_PX).std())
-    if spread_thinned == 0:
+    spread_changed = float(gaussian_filter(np.asarray(changed, np.float64), IDEAL_SIGMA_PX).std())
+    if spread_changed == 0:
         return 0.0
-    return float(np.clip(similarity * fraction * spread / spread_thinned, 0.0, 1.0))
+    return float(np.clip(similarity * signal_kept * spread / spread_changed, 0.0, 1.0))
 
 
-def thinned_quality(original: np.ndarray, thinned: np.ndarray, fraction: float, resolution_nm: float,
-                    structure_loss: float, structure_similarity: float, saturation: float) -> float:
-    """Noise-free quality of `thinned` (photon counts binomially thinned from `original` to `fraction`):
-    resolution and bleaching are the acquisition's and stay; SNR and structure are measured anew."""
-    return expert_quality(resolution_nm, image_snr(thinned)[0], structure_loss,
-                          thinned_structure_similarity(original, thinned, structure_similarity, fraction),
+def quality_after(original: np.ndarray, changed: np.ndarray, signal_kept: float, resolution_nm: float,
+                  structure_loss: float, structure_similarity: float, saturation: float) -> float:
+    """Noise-free quality of `changed` (see structure_similarity_after): resolution and bleaching are the
+    acquisition's and stay; SNR and structure are measured anew."""
+    return expert_quality(resolution_nm, image_snr(changed)[0], structure_loss,
+                          structure_similarity_after(original, changed, structure_similarity, signal_kept),
                           saturation)
