@@ -166,9 +166,10 @@ def test_cosine_schedule_lowers_the_rate_each_epoch_and_resumes_alike(tmp_path):
         train(ds, tmp_path / "bad", config(lr_schedule="step"))
 
 
-def test_thinned_copies_are_dimmer_and_labelled_by_the_rule(tmp_path):
-    """--thin-share: thinned items carry fewer photons and the label the simulator gives those counts;
-    saturated items and the rest are untouched; a dataset without the label inputs is refused."""
+def test_photon_variants_are_labelled_by_the_rule(tmp_path):
+    """--thin-share / --floor-share: thinned items carry fewer photons, floored ones more, and each the
+    label the simulator (which knows the ideal image) gives those counts; saturated items and the rest
+    are untouched; a dataset without the label inputs is refused."""
     from stedq.pixels import MODEL_COUNTS_PER_UNIT
     from stedq.training.data.label import THIN_COMPONENTS
     from stedq.training.data.microscope import SimulatedMicroscope
@@ -191,6 +192,16 @@ def test_thinned_copies_are_dimmer_and_labelled_by_the_rule(tmp_path):
         truth = scopes[i].label(counts, infos[i])["label_clean"]
         assert targets[i] == pytest.approx(truth + 0.02, abs=0.02)
     assert np.array_equal(thinned[3], images[3]) and targets[3] == labels[3]
+    floored, targets = photon_variants(images, labels, clean, components, 0.0, 1.0, np.random.default_rng(1))
+    for i in range(3):   # a floor adds photons and costs only the SNR it takes
+        assert floored[i].sum() > images[i].sum() and targets[i] <= labels[i] + 1e-6
+        counts = np.rint(floored[i] * MODEL_COUNTS_PER_UNIT).astype(np.int64)
+        assert targets[i] == pytest.approx(scopes[i].label(counts, infos[i])["label_clean"] + 0.02, abs=0.02)
+    both, targets = photon_variants(images, labels, clean, components, 1.0, 1.0, np.random.default_rng(2))
+    for i in range(3):
+        counts = np.rint(both[i] * MODEL_COUNTS_PER_UNIT).astype(np.int64)
+        assert targets[i] == pytest.approx(scopes[i].label(counts, infos[i])["label_clean"] + 0.02, abs=0.02)
+    assert np.array_equal(floored[3], images[3]) and np.array_equal(both[3], images[3])
     untouched, same = photon_variants(images, labels, clean, components, 0.0, 0.0, np.random.default_rng(0))
     assert untouched is images and same is labels
 
