@@ -64,6 +64,7 @@ def test_evaluate_writes_the_paper_report(run_dir, tmp_path):
     assert thinning["steps"] == 2 * thinning["images"] and 0 <= thinning["falls"] <= thinning["steps"]
     if thinning["steps"]:
         assert f"{thinning['falls']} of {thinning['steps']} steps" in report
+    assert metrics["floor"]["images"] == thinning["images"] and metrics["floor"]["mean_label"] is None
     # the checkpoint now carries the test metrics (what the exported bundle reports)
     assert load_checkpoint(run_dir)["metrics"]["test"] == results["test"]["metrics"]
 
@@ -86,6 +87,29 @@ def test_thinning_check_counts_the_steps_where_the_score_falls():
     assert brighter_is_better["mean_score"][0] > brighter_is_better["mean_score"][1] > brighter_is_better["mean_score"][2]
     dimmer_is_better = thinning_check(lambda x: -x.mean(axis=(1, 2)), images, labels, seed=0)
     assert dimmer_is_better["falls"] == 0 and dimmer_is_better["share"] == 0.0
+
+
+def test_floor_check_sets_the_score_beside_the_rules_label():
+    """Simulated STED images over a flat floor: the label the rule gives the floored counts (the base is
+    the clean label), and the score of a judge that follows the SNR falls with the floor."""
+    from stedq.training.data.label import THIN_COMPONENTS, image_snr
+    from stedq.training.data.microscope import SimulatedMicroscope
+    from stedq.training.evaluate import floor_check
+
+    images, infos = [], []
+    for seed in range(3):
+        image, info = SimulatedMicroscope("actin", seed=seed).acquire(dwell_time_us=10.0, p_ex_uw=10.0, p_sted_mw=60.0)
+        images.append(image / 65535), infos.append(info)
+    labels = np.array([info["label_clean"] for info in infos])
+    components = np.array([[info[c] for c in THIN_COMPONENTS] for info in infos])
+
+    def snr_judge(batch):
+        return np.array([image_snr(np.rint(x * 65535))[0] for x in batch])
+    result = floor_check(snr_judge, np.array(images, np.float32), labels, 0, components)
+    assert result["images"] == 3 and result["floor_counts"] == [0.0, 2.0, 5.0]
+    assert result["mean_label"][0] == pytest.approx(labels.mean(), abs=1e-4)   # rounded to 4 places
+    assert result["mean_label"][0] > result["mean_label"][1] > result["mean_label"][2]
+    assert result["mean_score"][0] > result["mean_score"][1] > result["mean_score"][2]
 
 
 def test_evaluate_refuses_other_data(run_dir, tmp_path):

@@ -164,6 +164,9 @@ def evaluate(run: str | Path, ds, unseen: dict[str, object], options: EvalOption
         human_md = userstudy.tables_markdown(human_tables)
 
     results["thinning"] = thinning_check(scorer, ds.images[test_idx], labels[test_idx], options.seed)
+    components = getattr(ds, "label_components", None)
+    results["floor"] = floor_check(scorer, ds.images[test_idx], labels[test_idx], options.seed,
+                                   None if components is None else components[test_idx])
     mono_md = ""
     if options.monotonic_samples:
         from stedq.training.monotonicity import check_monotonicity, monotonicity_markdown, plot_monotonicity
@@ -180,7 +183,8 @@ def evaluate(run: str | Path, ds, unseen: dict[str, object], options: EvalOption
     (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(results, test_md=metrics_markdown(test["metrics"], test["per_bin"]),
                                                    study_md=study_md, human_md=human_md, mono_md=mono_md,
-                                                   thin_md=thinning_markdown(results["thinning"])))
+                                                   thin_md=thinning_markdown(results["thinning"])
+                                                   + floor_markdown(results["floor"])))
     if options.update_checkpoint:
         checkpoint.pop("path", None)
         checkpoint["metrics"] = {**checkpoint.get("metrics", {}), "test": test["metrics"],
@@ -217,6 +221,46 @@ def thinning_markdown(result: dict) -> str:
     return (f"## Fewer photons (test split, binomial thinning to 50 / 25 %)\n\nThe score falls in "
             f"**{result['falls']} of {result['steps']} steps** ({result['share']:.0%}) over {result['images']} "
             f"images with label ≥ 0.1; mean score {' → '.join(f'{v:.3f}' for v in result['mean_score'])}.\n")
+
+
+FLOOR_COUNTS = (2.0, 5.0)   # flat background floors, photons per pixel (real STED: a few counts)
+
+
+def floor_check(scorer, images: np.ndarray, labels: np.ndarray, seed: int, components: np.ndarray | None = None,
+                min_label: float = 0.1) -> dict:
+    """Images that show something, over a flat Poisson background floor of 2 and 5 photons per pixel: the
+    mean score beside the mean label the virtual expert gives the same counts (where labels.csv records
+    the label's inputs). A floor costs only the SNR it takes; a model that drops far more than the label
+    has learnt a floor as a sign of a bad image."""
+    from stedq.pixels import MODEL_COUNTS_PER_UNIT
+    from stedq.training.data.label import quality_after
+
+    chosen = np.flatnonzero(labels >= min_label)
+    if components is not None:
+        chosen = chosen[components[chosen, 3] == 0]   # saturated images: a floor moves their plateau
+    rng = np.random.default_rng([seed, 51])
+    counts = np.rint(images[chosen].astype(np.float64) * MODEL_COUNTS_PER_UNIT).astype(np.int64)
+    levels = [counts] + [counts + rng.poisson(level, counts.shape) for level in FLOOR_COUNTS]
+    scores = [float(scorer((c / MODEL_COUNTS_PER_UNIT).astype(np.float32)).mean()) for c in levels]
+    result = {"images": len(chosen), "floor_counts": [0.0, *FLOOR_COUNTS],
+              "mean_score": [round(v, 4) for v in scores], "mean_label": None}
+    if components is not None and len(chosen):
+        result["mean_label"] = [  # noise-free, from the counts (at floor 0: the clean label)
+            round(float(np.mean([quality_after(o, c, 1.0, *components[i])
+                                 for o, c, i in zip(counts, level, chosen, strict=True)])), 4)
+            for level in levels]
+    return result
+
+
+def floor_markdown(result: dict) -> str:
+    if not result["images"]:
+        return ""
+    floors = " / ".join(f"{v:g}" for v in result["floor_counts"])
+    label = (f"; the virtual expert's label {' → '.join(f'{v:.3f}' for v in result['mean_label'])}"
+             if result["mean_label"] else "")
+    return (f"## Background floor (test split, flat Poisson floor of {floors} photons per pixel)\n\n"
+            f"Mean score {' → '.join(f'{v:.3f}' for v in result['mean_score'])} over {result['images']} "
+            f"images with label ≥ 0.1{label}.\n")
 
 
 def counts_to_unit(images: np.ndarray) -> np.ndarray:
