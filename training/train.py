@@ -49,7 +49,7 @@ class Dataset:
     labels_clean: np.ndarray | None = None   # noise-free quality, where synthetic data records it
     structures: list[str] = field(default_factory=list)
     # (N, 4) label inputs in stedq.training.data.label.THIN_COMPONENTS order, where synthetic data records
-    # them: what --thin-share needs to label a thinned copy by the same rule
+    # them: what --thin-share and --floor-share need to label a changed copy by the same rule
     label_components: np.ndarray | None = None
 
 
@@ -248,9 +248,10 @@ def _rng_state() -> dict:
 
 @torch.no_grad()
 def precise_batch_norm(model: nn.Module, batches, device: torch.device, precision: str) -> None:
-    """Replace every batch-norm layer's running mean/variance by their average over `batches` (training
-    inputs), dropout off ("precise BN", Wu & Johnson 2021). The default running statistics average the
-    last ~10 batches (momentum 0.1) and swung the validation RMSE by 0.05 from epoch to epoch here."""
+    """Replace every batch-norm layer's running mean/variance by their average over `batches` (an iterable
+    of training inputs, made one at a time), dropout off ("precise BN", Wu & Johnson 2021). The default
+    running statistics average the last ~10 batches (momentum 0.1) and swung the validation RMSE by several
+    hundredths from epoch to epoch here, at a learning rate near 0."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     for norm in norms:
@@ -295,10 +296,11 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
     split = split_indices(len(ds.images), config.val_fraction, config.test_fraction, config.split_seed)
     train_x, train_y = ds.images[split["train"]], ds.labels[split["train"]].astype(np.float32)
     val_x, val_y = ds.images[split["val"]], ds.labels[split["val"]].astype(np.float32)
+    mean, std = float(train_x.mean()), float(train_x.std()) or 1.0
     label_inputs = (ds.labels_clean[split["train"]], ds.label_components[split["train"]]) if variants else None
 
     def batch(idx: np.ndarray, transforms: np.ndarray, key: list) -> tuple[torch.Tensor, torch.Tensor]:
-        """One training batch as the model sees it: thinned copies, padded crops, flips/rotations."""
+        """One training batch as the model sees it: photon variants, padded crops, flips/rotations."""
         rng = np.random.default_rng([config.seed, *key])
         images, targets = train_x[idx], train_y[idx]
         if label_inputs is not None:  # before cropping: the label is the whole changed image's
@@ -309,7 +311,7 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, torch.from_numpy(np.asarray(targets, np.float32)).to(device)
-    mean, std = float(train_x.mean()), float(train_x.std()) or 1.0
+
     data_info = {"path": ds.path, "hash": ds.hash, "description": ds.description,
                  "n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
                  "split": {part: [ds.names[i] for i in idx] for part, idx in split.items()}}
@@ -380,9 +382,9 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
         train_loss = loss_sum / max(seen, 1)
         if config.precise_bn:  # the running statistics, from many training batches instead of the last ~10
             bn_items = np.random.default_rng([config.seed, epoch, 1]).permutation(len(items))[:config.precise_bn]
-            precise_batch_norm(model, [batch(items[bn_items[i:i + config.batch_size]],
+            precise_batch_norm(model, (batch(items[bn_items[i:i + config.batch_size]],
                                              transforms[bn_items[i:i + config.batch_size]], [epoch, i, 1])[0]
-                                       for i in range(0, len(bn_items), config.batch_size)], device, precision)
+                                       for i in range(0, len(bn_items), config.batch_size)), device, precision)
         val_loss = _validate(model, val_x, val_y, mean, std, device, precision, config)
         seconds = time.monotonic() - t0
         improved = val_loss < best["val_loss"]
