@@ -102,17 +102,17 @@ def test_every_structure_and_pixel_size_appears_and_photons_cover_real_images():
 def test_thinned_label_without_the_ideal_matches_the_simulator(structure, seed, kind, pixel_nm):
     """`stedq train --thin-share` labels a thinned copy from the image and labels.csv alone; the simulator,
     which knows the sample's ideal image, must give the same label to the same thinned counts."""
-    from stedq.training.data.label import THIN_COMPONENTS, quality_after
+    from stedq.training.data.label import LABEL_INPUTS, quality_after
 
     scope = microscope(structure, seed, kind, pixel_nm)
     image, info = scope.acquire(**GOOD)
     rng = np.random.default_rng(seed)
-    assert quality_after(image, image, 1.0, *[info[c] for c in THIN_COMPONENTS]) == pytest.approx(
+    assert quality_after(image, image, 1.0, *[info[c] for c in LABEL_INPUTS]) == pytest.approx(
         info["label_clean"], abs=1e-9)
     previous = info["label_clean"]
     for fraction in (0.5, 0.25, 0.1):
         thinned = rng.binomial(image, fraction)
-        estimated = quality_after(image, thinned, fraction, *[info[c] for c in THIN_COMPONENTS])
+        estimated = quality_after(image, thinned, fraction, *[info[c] for c in LABEL_INPUTS])
         truth = scope.label(thinned, info)
         assert estimated == pytest.approx(truth["label_clean"], abs=0.02), (fraction, estimated, truth)
         assert estimated < previous

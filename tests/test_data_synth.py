@@ -72,10 +72,10 @@ def test_synth_writes_a_labelled_dataset_and_is_reproducible(tmp_path):
 
     # `stedq train` reads what --thin-share needs from labels.csv, row by row in the loader's order.
     from stedq.training.cli import load_dataset
-    from stedq.training.data.label import THIN_COMPONENTS
+    from stedq.training.data.label import LABEL_INPUTS
     dataset = load_dataset(out / "tubulin")
     by_file = {row["file"]: row for row in rows}
-    expected = [[float(by_file[name + ".tiff"][c]) for c in THIN_COMPONENTS] for name in dataset.names]
+    expected = [[float(by_file[name + ".tiff"][c]) for c in LABEL_INPUTS] for name in dataset.names]
     assert np.array_equal(dataset.label_components, expected)
     assert np.array_equal(dataset.labels_clean, [float(by_file[name + ".tiff"]["label_clean"]) for name in dataset.names])
 

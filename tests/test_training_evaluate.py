@@ -92,7 +92,7 @@ def test_thinning_check_counts_the_steps_where_the_score_falls():
 def test_floor_check_sets_the_score_beside_the_rules_label():
     """Simulated STED images over a flat floor: the label the rule gives the floored counts (the base is
     the clean label), and the score of a judge that follows the SNR falls with the floor."""
-    from stedq.training.data.label import THIN_COMPONENTS, image_snr
+    from stedq.training.data.label import LABEL_INPUTS, image_snr
     from stedq.training.data.microscope import SimulatedMicroscope
     from stedq.training.evaluate import floor_check
 
@@ -101,7 +101,7 @@ def test_floor_check_sets_the_score_beside_the_rules_label():
         image, info = SimulatedMicroscope("actin", seed=seed).acquire(dwell_time_us=10.0, p_ex_uw=10.0, p_sted_mw=60.0)
         images.append(image / 65535), infos.append(info)
     labels = np.array([info["label_clean"] for info in infos])
-    components = np.array([[info[c] for c in THIN_COMPONENTS] for info in infos])
+    components = np.array([[info[c] for c in LABEL_INPUTS] for info in infos])
 
     def snr_judge(batch):
         return np.array([image_snr(np.rint(x * 65535))[0] for x in batch])

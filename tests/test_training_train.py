@@ -171,7 +171,7 @@ def test_photon_variants_are_labelled_by_the_rule(tmp_path):
     label the simulator (which knows the ideal image) gives those counts; saturated items and the rest
     are untouched; a dataset without the label inputs is refused."""
     from stedq.pixels import MODEL_COUNTS_PER_UNIT
-    from stedq.training.data.label import THIN_COMPONENTS
+    from stedq.training.data.label import LABEL_INPUTS
     from stedq.training.data.microscope import SimulatedMicroscope
     from stedq.training.train import photon_variants
 
@@ -183,7 +183,7 @@ def test_photon_variants_are_labelled_by_the_rule(tmp_path):
     images = np.array(images, np.float32)
     clean = np.array([info["label_clean"] for info in infos])
     labels = np.clip(clean + 0.02, 0, 1).astype(np.float32)       # a labeller's offset, kept
-    components = np.array([[info[c] for c in THIN_COMPONENTS] for info in infos])
+    components = np.array([[info[c] for c in LABEL_INPUTS] for info in infos])
     components[3, 3] = 0.4                                          # as if saturated: left alone
     thinned, targets = photon_variants(images, labels, clean, components, 1.0, 0.0, np.random.default_rng(0))
     for i in range(3):

@@ -142,7 +142,7 @@ def load_dataset(path: Path):
     import numpy as np
 
     from stedq.training.data import DatasetError, load_labelled_folder
-    from stedq.training.data.label import THIN_COMPONENTS
+    from stedq.training.data.label import LABEL_INPUTS
     from stedq.training.data.loader import label_columns
     from stedq.training.train import Dataset
 
@@ -161,7 +161,7 @@ def load_dataset(path: Path):
                    hash=str(ds.content_hash), description=description,
                    labels_clean=None if clean is None else np.asarray(clean, dtype=np.float64),
                    structures=list(getattr(ds, "structures", []) or []),
-                   label_components=label_columns(path, list(ds.names), THIN_COMPONENTS))
+                   label_components=label_columns(path, list(ds.names), LABEL_INPUTS))
 
 
 def _train(args: argparse.Namespace) -> int:

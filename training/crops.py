@@ -40,7 +40,7 @@ def crop_curve(images: np.ndarray, score, sizes=SIZES, progress=lambda n: None) 
 
 def rule_curve(counts: np.ndarray, components: np.ndarray, clean: np.ndarray, sizes=SIZES) -> dict:
     """{size: Spearman of the virtual expert on centre crops vs its full-image label}. `counts` (N, H, W)
-    photon counts; `components` (N, 4) in THIN_COMPONENTS order; `clean` the full images' clean labels."""
+    photon counts; `components` (N, 4) in LABEL_INPUTS order; `clean` the full images' clean labels."""
     from scipy.stats import spearmanr
 
     from stedq.training.data.label import expert_quality, image_saturation, image_snr

@@ -108,7 +108,7 @@ def evaluate_crops(args: argparse.Namespace) -> int:
     from stedq.pixels import MODEL_COUNTS_PER_UNIT
     from stedq.training.crops import SIZES, crop_curve, rule_curve, write_curve
     from stedq.training.data import DatasetError, load_labelled_folder
-    from stedq.training.data.label import THIN_COMPONENTS
+    from stedq.training.data.label import LABEL_INPUTS
     from stedq.training.data.loader import label_columns
 
     try:
@@ -118,7 +118,7 @@ def evaluate_crops(args: argparse.Namespace) -> int:
     score, model, _ = local_backend(args)
     with tqdm(total=len(SIZES) + 1, desc="crop sizes", disable=None, file=sys.stderr) as bar:
         curve = crop_curve(dataset.images, lambda image: score(image, "model_scale"), progress=bar.update)
-    columns = label_columns(args.crops, dataset.names, ("label_clean",) + THIN_COMPONENTS)
+    columns = label_columns(args.crops, dataset.names, ("label_clean",) + LABEL_INPUTS)
     rule = None
     if columns is not None:  # the virtual expert's own limit on what a crop shows
         counts = np.rint(dataset.images.astype(np.float64) * MODEL_COUNTS_PER_UNIT)

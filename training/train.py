@@ -48,7 +48,7 @@ class Dataset:
     description: str = ""
     labels_clean: np.ndarray | None = None   # noise-free quality, where synthetic data records it
     structures: list[str] = field(default_factory=list)
-    # (N, 4) label inputs in stedq.training.data.label.THIN_COMPONENTS order, where synthetic data records
+    # (N, 4) label inputs in stedq.training.data.label.LABEL_INPUTS order, where synthetic data records
     # them: what --thin-share and --floor-share need to label a changed copy by the same rule
     label_components: np.ndarray | None = None
 

@@ -140,7 +140,7 @@ def noisy_label(clean: float, rng: np.random.Generator) -> float:
 
 # --- photon variants: the same acquisition with fewer photons or a background floor, labelled by the rule
 
-THIN_COMPONENTS = ("resolution_nm", "structure_loss", "structure_similarity", "saturation")
+LABEL_INPUTS = ("resolution_nm", "structure_loss", "structure_similarity", "saturation")
 
 
 def structure_similarity_after(original: np.ndarray, changed: np.ndarray, similarity: float,
