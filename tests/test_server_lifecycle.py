@@ -289,15 +289,15 @@ def test_sighup_reloads_and_sigterm_drains_under_load_losing_nothing(tmp_path):
     output = log_path.read_text()
     assert returncode == 0, output
     assert "model reloaded: now serving quality v2" in output and "draining" in output and "stopped" in output
-    codes = {c[2] for c in calls if c[0] < sigterm_at}
-    assert codes <= {"OK", "UNAVAILABLE"}, codes  # nothing sent before SIGTERM fails
-    # A call sent after SIGTERM is refused (UNAVAILABLE), or, when it races the process's exit on the
-    # 2-core machine under a full test run, cancelled with its connection (seen 2 times in 6 full runs):
-    # never answered wrongly, never INTERNAL or UNKNOWN.
-    late = {c[2] for c in calls if c[0] >= sigterm_at}
-    assert late <= {"OK", "UNAVAILABLE", "CANCELLED"}, late
+    # Every call sent well before SIGTERM is answered. One sent after it, or in the last 100 ms before it
+    # (the signal and the request race on the 2-core machine under a full test run: the request can reach
+    # the server after draining began), is refused (UNAVAILABLE) or cancelled with its connection as the
+    # process exits (seen 2 times in 6 full runs after SIGTERM, once in a fresh-clone run 1-100 ms before
+    # it): never answered wrongly, never INTERNAL or UNKNOWN.
     sent_before = [c for c in calls if c[0] < sigterm_at - 0.1]
     assert all(c[2] == "OK" for c in sent_before), "a request sent before SIGTERM was lost"
+    racing = {c[2] for c in calls if c[0] >= sigterm_at - 0.1}
+    assert racing <= {"OK", "UNAVAILABLE", "CANCELLED"}, racing
     assert any(c[1] > sigterm_at for c in sent_before), "no request was in flight at SIGTERM"
     expected = _expected()
     assert max(np.max(np.abs(c[4] - expected)) for c in calls if c[2] == "OK") <= 1e-6
