@@ -65,6 +65,7 @@ def test_evaluate_writes_the_paper_report(run_dir, tmp_path):
     if thinning["steps"]:
         assert f"{thinning['falls']} of {thinning['steps']} steps" in report
     assert metrics["floor"]["images"] == thinning["images"] and metrics["floor"]["mean_label"] is None
+    assert metrics["blur"]["images"] == thinning["images"] and metrics["blur"]["steps"] == 3 * thinning["images"]
     # the checkpoint now carries the test metrics (what the exported bundle reports)
     assert load_checkpoint(run_dir)["metrics"]["test"] == results["test"]["metrics"]
 
@@ -134,3 +135,32 @@ def test_monotonicity_series_on_the_simulated_microscope():
     assert result["dwell"]["mean_decreasing"] is True
     assert result["depletion"]["mean_decreasing"] is False
     assert "| dwell | 60 µs → 6 µs |" in monotonicity_markdown(result)
+
+
+def test_blur_check_sets_the_score_beside_the_rules_label():
+    """Simulated STED images blurred 1.5 / 3 / 5 px with the same photons: a judge of sharpness (pixel-to-pixel
+    contrast of the smoothed image) falls at every step and halves by 5 px, one that prefers smooth images
+    never falls; the rule's label falls from the clean label at every step."""
+    from scipy.ndimage import gaussian_filter
+
+    from stedq.training.data.label import LABEL_INPUTS
+    from stedq.training.data.microscope import SimulatedMicroscope
+    from stedq.training.evaluate import blur_check
+
+    images, infos = [], []
+    for seed in range(3):
+        image, info = SimulatedMicroscope("actin", seed=seed).acquire(dwell_time_us=40.0, p_ex_uw=15.0, p_sted_mw=60.0)
+        images.append(image / 65535), infos.append(info)
+    images, labels = np.array(images, np.float32), np.array([info["label_clean"] for info in infos])
+    components = np.array([[info[c] for c in LABEL_INPUTS] for info in infos])
+    pixel_nm = np.array([info["pixel_nm"] for info in infos])
+
+    def sharpness(batch):
+        smooth = gaussian_filter(batch.astype(np.float64), (0, 1, 1))
+        return np.abs(np.diff(smooth, axis=2)).mean(axis=(1, 2)) / smooth.mean(axis=(1, 2))
+    sharp = blur_check(sharpness, images, labels, 0, components, pixel_nm)
+    assert sharp == {**sharp, "images": 3, "steps": 9, "falls": 9, "share": 1.0, "confocal_half": 3}
+    assert sharp["mean_label"][0] == pytest.approx(labels.mean(), abs=1e-3)
+    assert all(np.diff(sharp["mean_label"]) < 0)
+    smooth_is_better = blur_check(lambda x: -sharpness(x), images, labels, 0)
+    assert smooth_is_better["falls"] == 0 and smooth_is_better["mean_label"] is None

@@ -171,9 +171,9 @@ def test_photon_variants_are_labelled_by_the_rule(tmp_path):
     label the simulator (which knows the ideal image) gives those counts; saturated items and the rest
     are untouched; a dataset without the label inputs is refused."""
     from stedq.pixels import MODEL_COUNTS_PER_UNIT
-    from stedq.training.data.label import LABEL_INPUTS
+    from stedq.training.data.label import LABEL_INPUTS, blurred_resolution_nm
     from stedq.training.data.microscope import SimulatedMicroscope
-    from stedq.training.train import photon_variants
+    from stedq.training.train import BLUR_SIGMA_PX, photon_variants
 
     scopes, images, infos = [], [], []
     for seed in range(4):
@@ -204,16 +204,34 @@ def test_photon_variants_are_labelled_by_the_rule(tmp_path):
     assert np.array_equal(floored[3], images[3]) and np.array_equal(both[3], images[3])
     untouched, same = photon_variants(images, labels, clean, components, 0.0, 0.0, np.random.default_rng(0))
     assert untouched is images and same is labels
+    pixel_nm = np.full(len(images), 20.0)
+    blurred, targets = photon_variants(images, labels, clean, components, 0.0, 0.0, np.random.default_rng(3),
+                                       blur_share=1.0, pixel_nm=pixel_nm)
+    for i in range(3):   # the same photons, smoother, and a worse image by the rule's widened resolution
+        counts = np.rint(blurred[i] * MODEL_COUNTS_PER_UNIT).astype(np.int64)
+        assert abs(counts.sum() - images[i].sum() * MODEL_COUNTS_PER_UNIT) < 5 * np.sqrt(counts.sum())
+        assert targets[i] < labels[i] - 0.05
+        # the simulator's label of these counts, at the narrowest and widest blur the copy may have had
+        bounds = [scopes[i].label(counts, {**infos[i], "resolution_nm": blurred_resolution_nm(
+            infos[i]["resolution_nm"], sigma_px, 20.0)})["label_clean"] + 0.02 for sigma_px in BLUR_SIGMA_PX]
+        assert bounds[1] - 0.02 <= targets[i] <= bounds[0] + 0.02, (bounds, targets[i])
+    assert np.array_equal(blurred[3], images[3])
+    with pytest.raises(TrainingError, match="pixel size"):
+        photon_variants(images, labels, clean, components, 0.0, 0.0, np.random.default_rng(3), blur_share=1.0)
 
     ds = tiny_dataset()
-    with pytest.raises(TrainingError, match="--thin-share and --floor-share need"):
+    with pytest.raises(TrainingError, match="--thin-share, --floor-share and --blur-share need"):
         train(ds, tmp_path / "refused", config(thin_share=0.5))
     counts = np.rint(ds.images * 1000)                               # photon counts, on the model's scale
     ds.images = (counts / MODEL_COUNTS_PER_UNIT).astype(np.float32)
     ds.labels_clean = ds.labels.astype(np.float64)
     ds.label_components = np.tile([60.0, 0.0, 0.9, 0.0], (len(ds.labels), 1))
-    summary = train(ds, tmp_path / "thinned", config(epochs=1, thin_share=0.5))
-    assert summary["epochs_run"] == 1 and load_checkpoint(tmp_path / "thinned")["config"]["thin_share"] == 0.5
+    with pytest.raises(TrainingError, match="pixel_nm"):   # blur needs each image's pixel size
+        train(ds, tmp_path / "no-pixel-size", config(blur_share=0.5))
+    ds.pixel_nm = np.full(len(ds.labels), 20.0)
+    summary = train(ds, tmp_path / "thinned", config(epochs=1, thin_share=0.5, blur_share=0.5))
+    saved = load_checkpoint(tmp_path / "thinned")["config"]
+    assert summary["epochs_run"] == 1 and saved["thin_share"] == 0.5 and saved["blur_share"] == 0.5
 
 
 def test_precise_batch_norm_averages_the_given_batches(tmp_path):

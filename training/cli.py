@@ -38,6 +38,10 @@ TRAIN_HELP = {
                    "2-35 %% of the image's signal (out-of-focus light, STED re-excitation), labelled by the "
                    "virtual expert's rule (not in the paper: a floor costs only the SNR it takes; needs the "
                    "synthetic labels.csv; 0 = off)",
+    "blur_share": "share of training items replaced by the same photons through a wider PSF (Gaussian blur "
+                  "of 0.7-6 px, detected anew), labelled by the virtual expert's rule with the resolution "
+                  "widened in quadrature (not in the paper: a smooth image of the same photons is a worse "
+                  "image, not a cleaner one; needs the synthetic labels.csv; 0 = off)",
     "precise_bn": "after each epoch, recompute the batch-norm statistics over this many training items "
                   "(as the epoch feeds them) instead of the running average of the last ~10 batches; "
                   "steadier validation (not in the paper; 0 = off)",
@@ -157,11 +161,13 @@ def load_dataset(path: Path):
     if clean is None:
         clean = label_columns(path, list(ds.names), ("label_clean",))
         clean = None if clean is None else clean[:, 0]
+    pixel_nm = label_columns(path, list(ds.names), ("pixel_nm",))
     return Dataset(images=ds.images, labels=ds.labels, names=list(ds.names), path=str(path),
                    hash=str(ds.content_hash), description=description,
                    labels_clean=None if clean is None else np.asarray(clean, dtype=np.float64),
                    structures=list(getattr(ds, "structures", []) or []),
-                   label_components=label_columns(path, list(ds.names), LABEL_INPUTS))
+                   label_components=label_columns(path, list(ds.names), LABEL_INPUTS),
+                   pixel_nm=None if pixel_nm is None else pixel_nm[:, 0])
 
 
 def _train(args: argparse.Namespace) -> int:

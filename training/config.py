@@ -26,6 +26,7 @@ class TrainConfig:
     crop_share: float = 0.25       # share of training items replaced by a 64-223 px crop padded as the server pads
     thin_share: float = 0.0        # share of training items replaced by a photon-thinned copy, labelled by the rule
     floor_share: float = 0.0       # share of training items given a background floor (haze), labelled by the rule
+    blur_share: float = 0.0        # share of training items replaced by a blurred copy (same photons), labelled by the rule
     precise_bn: int = 0            # training items whose batch-norm statistics replace the running ones each epoch
     device: str = "auto"           # auto | cpu | cuda
     precision: str = "auto"        # auto (bf16 where native) | bf16 | fp32

@@ -51,6 +51,7 @@ class Dataset:
     # (N, 4) label inputs in stedq.training.data.label.LABEL_INPUTS order, where synthetic data records
     # them: what --thin-share and --floor-share need to label a changed copy by the same rule
     label_components: np.ndarray | None = None
+    pixel_nm: np.ndarray | None = None       # (N,) pixel size, where recorded: what --blur-share needs
 
 
 class TrainingError(ValueError):
@@ -129,6 +130,7 @@ def padded_crops(images: np.ndarray, share: float, rng: np.random.Generator) -> 
 THIN_FRACTIONS = (0.1, 0.8)   # photons kept, drawn log-uniformly: real thinning steps are 50/25/10 %
 FLOOR_FRACTIONS = (0.02, 0.35)   # background floor, as a share of the image's signal (its brightest 2 %)
 HAZE_SIGMA_PX = 32.0             # the floor varies smoothly, as out-of-focus light does
+BLUR_SIGMA_PX = (0.7, 6.0)       # blurred copies, drawn log-uniformly: 1-2 px is a slightly soft image, 5 px confocal
 
 
 def background_haze(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -140,28 +142,39 @@ def background_haze(shape: tuple[int, int], rng: np.random.Generator) -> np.ndar
 
 
 def photon_variants(images: np.ndarray, labels: np.ndarray, clean: np.ndarray, components: np.ndarray,
-                    thin_share: float, floor_share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(images, labels) with items replaced by the same acquisition with fewer photons (a `thin_share` of
-    them: binomial thinning to 10-80 %) and/or over a background floor (a `floor_share`: Poisson photons of
-    a smooth haze at 2-35 % of the image's signal), labelled by the virtual expert's own rule with SNR and
-    structure measured on the new counts (stedq.training.data.label.quality_after), the item's labeller
-    noise kept. Saturated images are left alone (either would change the plateau the label penalises).
+                    thin_share: float, floor_share: float, rng: np.random.Generator, blur_share: float = 0.0,
+                    pixel_nm: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) with items replaced by the same acquisition through a wider PSF (a `blur_share` of
+    them: Gaussian blur of 0.7-6 px, detected anew with the same photons; needs `pixel_nm`), with fewer
+    photons (a `thin_share`: binomial thinning to 10-80 %) and/or over a background floor (a
+    `floor_share`: Poisson photons of a smooth haze at 2-35 % of the image's signal), drawn independently,
+    labelled by the virtual expert's own rule: resolution widened in quadrature by the blur, SNR and
+    structure measured on the new counts (stedq.training.data.label), the item's labeller noise kept.
+    Saturated images are left alone (each would change the plateau the label penalises).
 
-    Each structure meets its dimmer and its hazier self with the label the rule gives them: the mix of
-    separate acquisitions alone taught neither that fewer photons score lower nor that a floor costs
-    only the SNR it takes (docs/training.md)."""
+    Each structure meets its dimmer, hazier and blurrier self with the label the rule gives them: the mix
+    of separate acquisitions alone taught neither that fewer photons score lower, nor that a floor costs
+    only the SNR it takes, nor that a smooth image of the same photons is a worse one (docs/training.md)."""
     from stedq.pixels import MODEL_COUNTS_PER_UNIT
-    from stedq.training.data.label import image_snr, quality_after
+    from stedq.training.data.label import blurred_copy, blurred_resolution_nm, image_snr, quality_after
 
+    if blur_share and pixel_nm is None:
+        raise TrainingError("--blur-share needs each image's pixel size (labels.csv column pixel_nm)")
     unsaturated = components[:, 3] == 0
+    blur = (rng.random(len(images)) < blur_share) & unsaturated
     thin = (rng.random(len(images)) < thin_share) & unsaturated
     floor = (rng.random(len(images)) < floor_share) & unsaturated
-    if not (thin.any() or floor.any()):
+    if not (blur.any() or thin.any() or floor.any()):
         return images, labels
     images, labels = images.copy(), labels.copy()
     low, high = np.log(THIN_FRACTIONS[0]), np.log(THIN_FRACTIONS[1])
-    for i in np.flatnonzero(thin | floor):
+    for i in np.flatnonzero(blur | thin | floor):
         counts = np.rint(images[i].astype(np.float64) * MODEL_COUNTS_PER_UNIT).astype(np.int64)
+        resolution_nm, loss, similarity, saturation = components[i]
+        if blur[i]:   # the structure shown stays the sample's (the simulator's confocal images keep ~0.9)
+            sigma_px = float(np.exp(rng.uniform(*np.log(BLUR_SIGMA_PX))))
+            counts = blurred_copy(counts, sigma_px, rng)
+            resolution_nm = blurred_resolution_nm(resolution_nm, sigma_px, float(pixel_nm[i]))
         changed, kept = counts, 1.0
         if thin[i]:
             kept = float(np.exp(rng.uniform(low, high)))
@@ -169,7 +182,7 @@ def photon_variants(images: np.ndarray, labels: np.ndarray, clean: np.ndarray, c
         if floor[i]:
             level = rng.uniform(*FLOOR_FRACTIONS) * image_snr(changed)[1]
             changed = changed + rng.poisson(level * background_haze(counts.shape, rng))
-        quality = quality_after(counts, changed, kept, *components[i])
+        quality = quality_after(counts, changed, kept, resolution_nm, loss, similarity, saturation)
         labels[i] = np.clip(quality + (labels[i] - clean[i]), 0.0, 1.0)
         images[i] = np.minimum(changed, MODEL_COUNTS_PER_UNIT) / MODEL_COUNTS_PER_UNIT
     return images, labels
@@ -279,11 +292,13 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
     out = Path(out)
     check_dataset(ds)
     epoch_lr(config, 1)  # an unknown schedule fails before any work
-    variants = bool(config.thin_share or config.floor_share)
-    if variants and (ds.labels_clean is None or ds.label_components is None):
-        raise TrainingError(f"{ds.path or 'dataset'}: --thin-share and --floor-share need the synthetic "
-                            "generator's labels.csv (columns label_clean, resolution_nm, structure_loss, "
-                            "structure_similarity, saturation) to label the changed copies; pass 0 for other data")
+    variants = bool(config.thin_share or config.floor_share or config.blur_share)
+    if variants and (ds.labels_clean is None or ds.label_components is None
+                     or (config.blur_share and ds.pixel_nm is None)):
+        raise TrainingError(f"{ds.path or 'dataset'}: --thin-share, --floor-share and --blur-share need the "
+                            "synthetic generator's labels.csv (columns label_clean, resolution_nm, structure_loss, "
+                            "structure_similarity, saturation, pixel_nm) to label the changed copies; pass 0 "
+                            "for other data")
     if (out / LAST).exists() and not resume:
         raise TrainingError(f"{out}: already holds a run ({LAST}); pass --resume to continue it, "
                             f"or choose another --out")
@@ -297,15 +312,18 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
     train_x, train_y = ds.images[split["train"]], ds.labels[split["train"]].astype(np.float32)
     val_x, val_y = ds.images[split["val"]], ds.labels[split["val"]].astype(np.float32)
     mean, std = float(train_x.mean()), float(train_x.std()) or 1.0
-    label_inputs = (ds.labels_clean[split["train"]], ds.label_components[split["train"]]) if variants else None
+    label_inputs = (ds.labels_clean[split["train"]], ds.label_components[split["train"]],
+                    None if ds.pixel_nm is None else ds.pixel_nm[split["train"]]) if variants else None
 
     def batch(idx: np.ndarray, transforms: np.ndarray, key: list) -> tuple[torch.Tensor, torch.Tensor]:
         """One training batch as the model sees it: photon variants, padded crops, flips/rotations."""
         rng = np.random.default_rng([config.seed, *key])
         images, targets = train_x[idx], train_y[idx]
         if label_inputs is not None:  # before cropping: the label is the whole changed image's
-            images, targets = photon_variants(images, targets, label_inputs[0][idx], label_inputs[1][idx],
-                                              config.thin_share, config.floor_share, rng)
+            clean, components, pixel_nm = label_inputs
+            images, targets = photon_variants(images, targets, clean[idx], components[idx], config.thin_share,
+                                              config.floor_share, rng, config.blur_share,
+                                              None if pixel_nm is None else pixel_nm[idx])
         images = padded_crops(images, config.crop_share, rng)
         x = dihedral(to_batch(images, mean, std, torch.device("cpu"), False), transforms).to(device)
         if config.channels_last:

@@ -170,3 +170,22 @@ def quality_after(original: np.ndarray, changed: np.ndarray, signal_kept: float,
     return expert_quality(resolution_nm, image_snr(changed)[0], structure_loss,
                           structure_similarity_after(original, changed, structure_similarity, signal_kept),
                           saturation)
+
+
+# --- blurred copies: the same photons through a wider PSF, as a lower-resolution acquisition would record them
+
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+
+def blurred_resolution_nm(resolution_nm: float, sigma_px: float, pixel_nm: float) -> float:
+    """Resolution of an image blurred by a Gaussian of `sigma_px` pixels: Gaussian widths add in quadrature
+    (as the simulator's defocus does); what the effective PSF's FWHM becomes."""
+    return float(np.hypot(resolution_nm, FWHM_PER_SIGMA * sigma_px * pixel_nm))
+
+
+def blurred_copy(counts: np.ndarray, sigma_px: float, rng: np.random.Generator) -> np.ndarray:
+    """`counts` through a Gaussian blur of `sigma_px`, detected anew (Poisson) with the same photon budget:
+    what the real-image check's blur copies are, and what a wider PSF would have recorded."""
+    from scipy.ndimage import gaussian_filter
+
+    return rng.poisson(np.clip(gaussian_filter(np.asarray(counts, np.float64), sigma_px), 0.0, None))
