@@ -9,10 +9,16 @@ time from the end of the warm-up to the last of them; latency is each measured c
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 
 from stedq.bench.stats import latency_stats, throughput
+
+# Where a stedq call's time went, from the timing the server sends with each answer (stedq/timing.py):
+# per-run medians over the measured calls, in ms
+SERVER_FIELDS = ("server_decode_ms", "server_queue_ms", "server_inference_ms", "server_total_ms",
+                 "server_outside_inference_ms", "transport_ms")
 
 
 class Recorder:
@@ -25,6 +31,7 @@ class Recorder:
         self.images = 0
         self.last_done = self.measure_from
         self.cpu_start: float | None = None
+        self.server: list[tuple[float, dict[str, float]]] = []   # (client latency s, server stages ms)
 
     def more(self) -> bool:
         now = time.perf_counter()
@@ -32,11 +39,14 @@ class Recorder:
             self.cpu_start = time.process_time()
         return now < self.measure_until or len(self.latencies) < self.min_calls
 
-    def record(self, started: float, finished: float, images: int) -> None:
+    def record(self, started: float, finished: float, images: int, server: dict[str, float] | None = None) -> None:
+        """One call; `server`: the stages the server reported for it (stedq/timing.py), where it did."""
         if finished <= self.measure_from:
             return
         if started >= self.measure_from:
             self.latencies.append(finished - started)
+            if server and "total" in server:
+                self.server.append((finished - started, server))
         self.images += images
         self.last_done = max(self.last_done, finished)
 
@@ -45,7 +55,18 @@ class Recorder:
         cpu = time.process_time() - (self.cpu_start if self.cpu_start is not None else time.process_time())
         return {"images_per_s": throughput(self.images, seconds), "images": self.images, "seconds": seconds,
                 "calls": len(self.latencies), **latency_stats(self.latencies),
-                "client_cpu_cores": cpu / seconds if seconds > 0 else float("nan")}
+                "client_cpu_cores": cpu / seconds if seconds > 0 else float("nan"), **self.server_stages()}
+
+    def server_stages(self) -> dict[str, float]:
+        """Medians over the calls of each server stage, of the server's time outside inference, and of the
+        time outside the server (client round trip minus the server's total: gRPC, HTTP/2, the client)."""
+        if not self.server:
+            return {}
+        per_call = {f"server_{stage}_ms": [t.get(stage, 0.0) for _, t in self.server]
+                    for stage in ("decode", "queue", "inference", "total")}
+        per_call["server_outside_inference_ms"] = [t["total"] - t.get("inference", 0.0) for _, t in self.server]
+        per_call["transport_ms"] = [1000 * latency - t["total"] for latency, t in self.server]
+        return {name: statistics.median(values) for name, values in per_call.items()}
 
 
 def run_sync(call: Callable[[], object], images_per_call: int, *, duration_s: float, warmup_s: float,
@@ -61,14 +82,15 @@ def run_sync(call: Callable[[], object], images_per_call: int, *, duration_s: fl
 
 async def run_async(call: Callable[[], Awaitable[object]], images_per_call: int, *, concurrency: int,
                     duration_s: float, warmup_s: float, min_calls: int = 5) -> dict:
-    """`concurrency` callers on this event loop."""
+    """`concurrency` callers on this event loop; a call may return the server's timing of its answer."""
     recorder = Recorder(warmup_s, duration_s, min_calls)
 
     async def caller() -> None:
         while recorder.more():
             started = time.perf_counter()
-            await call()
-            recorder.record(started, time.perf_counter(), images_per_call)
+            server = await call()
+            recorder.record(started, time.perf_counter(), images_per_call,
+                            server if isinstance(server, dict) else None)
 
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     return {**recorder.result(), "concurrency": concurrency}

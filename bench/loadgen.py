@@ -46,8 +46,8 @@ async def _v1(job: dict) -> dict:
     async with AsyncQualityClient(job["target"], timeout=job.get("timeout_s", 120.0), retries=0) as client:
         await client.wait_ready(job.get("ready_timeout_s", 30.0))
 
-        async def call():
-            await client.score(images)
+        async def call():   # score_images: what client.score does, keeping the server's timing
+            return (await client.score_images(images))[0].timing
 
         return await run_async(call, len(images), concurrency=job["concurrency"],
                                duration_s=job["duration_s"], warmup_s=job["warmup_s"],
@@ -76,7 +76,7 @@ async def _v1_stream(job: dict) -> dict:
     async with AsyncQualityClient(job["target"], timeout=job.get("timeout_s", 120.0), retries=0) as client:
         await client.wait_ready(job.get("ready_timeout_s", 30.0))
         async for answer in client.stream(requests()):
-            recorder.record(sent.pop(answer.request_id), time.perf_counter(), len(answer.results))
+            recorder.record(sent.pop(answer.request_id), time.perf_counter(), len(answer.results), answer.timing)
             window.release()
     return {**recorder.result(), "concurrency": job["concurrency"]}
 

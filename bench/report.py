@@ -164,6 +164,28 @@ def _cell(summary: dict, name: str, digits: int = 1) -> str:
     return f"{_f(s['median'], digits)} ({_f(s['min'], digits)}–{_f(s['max'], digits)})"
 
 
+def _server_stages_markdown(results: dict) -> list[str]:
+    """Where a stedq v1 call's time goes, from the timing the server sends with every answer."""
+    rows = [entry for entry in results["scenarios"]
+            if not entry.get("skipped") and entry["summary"].get("server_total_ms", {}).get("n")]
+    if not rows:
+        return []
+    lines = ["", "## Where a stedq call's time goes (the server's timing of each answer)", "",
+             "Medians per call over the measured calls (stedq-timing-ms, stedq/timing.py), then over rounds. "
+             "*In the server outside inference*: admission, decoding, batcher hand-offs, the answer; "
+             "*outside the server*: the client's round trip minus the server's total (client library, "
+             "protobuf, HTTP/2, gRPC's threads and event loops on both ends).", "",
+             "| scenario | client p50 | server total | decode | queue | inference | in the server outside "
+             "inference | outside the server |", "|---|---|---|---|---|---|---|---|"]
+    for entry in rows:
+        s = entry["summary"]
+        lines.append(f"| {entry['id']} | {_cell(s, 'p50_ms', 2)} | " + " | ".join(
+            _cell(s, name, 2) for name in ("server_total_ms", "server_decode_ms", "server_queue_ms",
+                                           "server_inference_ms", "server_outside_inference_ms",
+                                           "transport_ms")) + " |")
+    return lines
+
+
 def markdown(results: dict, command: str) -> str:
     env = results["environment"]
     lines = [
@@ -196,6 +218,7 @@ def markdown(results: dict, command: str) -> str:
         lines.append(f"| {entry['id']} | {_cell(s, 'images_per_s')} | {_cell(s, 'p50_ms', 2)} | "
                      f"{_cell(s, 'p90_ms', 2)} | {_cell(s, 'p99_ms', 2)} | {_cell(s, 'server_cpu_cores', 2)} | "
                      f"{_cell(s, 'server_rss_mb', 0)} | {_cell(s, 'client_cpu_cores', 2)} |")
+    lines += _server_stages_markdown(results)
     lines += ["", "## Ratios (paired by round)", "", "| ratio | median | min–max |", "|---|---|---|"]
     for name, v in results["ratios"].items():
         lines.append(f"| {name} | {_f(v['median'], 2)} | {_f(v['min'], 2)}–{_f(v['max'], 2)} |")

@@ -35,7 +35,8 @@ def spread(values: list[float]) -> dict[str, float]:
 
 # The fields of one run that are summarized over repetitions.
 SUMMARIZED = ("images_per_s", "p50_ms", "p90_ms", "p99_ms", "server_cpu_cores", "server_rss_mb",
-              "client_cpu_cores")
+              "client_cpu_cores", "server_decode_ms", "server_queue_ms", "server_inference_ms", "server_total_ms",
+              "server_outside_inference_ms", "transport_ms")
 
 
 def summarize(runs: list[dict]) -> dict[str, dict[str, float]]:

@@ -25,6 +25,7 @@ from stedq.clients.images import (
     to_messages,
 )
 from stedq.clients.results import ImageResult, QualityMap, StreamResult
+from stedq.timing import timing_from
 from stedq.v1 import quality_pb2 as pb
 from stedq.v1 import quality_pb2_grpc as pb_grpc
 
@@ -47,6 +48,7 @@ class AsyncQualityClient:
         self.timeout, self.retries, self.client_id = timeout, retries, client_id
         self.backoff_s, self.max_backoff_s, self.stream_timeout = backoff_s, max_backoff_s, stream_timeout
         self.model_version = ""
+        self.last_timing: dict[str, float] | None = None   # of the last Score answer (stedq/timing.py)
         self._channel = self.config.open(grpc.aio)
         self._stub = pb_grpc.QualityServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -61,13 +63,16 @@ class AsyncQualityClient:
     def target(self) -> str:
         return self.config.target
 
-    async def _call(self, method, request, timeout: float | None = None):
+    async def _call(self, method, request, timeout: float | None = None, with_trailer: bool = False):
+        """The answer (and with `with_trailer`, (answer, trailing metadata)), retried on UNAVAILABLE."""
         deadline = time.monotonic() + (timeout or self.timeout)
         delays = backoff_delays(self.retries, self.backoff_s, self.max_backoff_s, self._rng)
         while True:
             remaining = deadline - time.monotonic()
             try:
-                return await method(request, timeout=max(remaining, 0.001), metadata=self._metadata)
+                call = method(request, timeout=max(remaining, 0.001), metadata=self._metadata)
+                response = await call
+                return (response, await call.trailing_metadata()) if with_trailer else response
             except grpc.RpcError as exc:
                 error = QualityError.from_rpc_error(exc, self.target)
             delay = next(delays, None) if error.code in RETRYABLE else None
@@ -80,12 +85,13 @@ class AsyncQualityClient:
         messages = to_messages(images, intensity, pixel_size_nm)
         results: list[ImageResult] = []
         for _, chunk in split_by_size(messages, self.config.max_message_bytes):
-            response = await self._call(self._stub.Score,
-                                        pb.ScoreRequest(images=chunk, client_id=self.client_id), timeout)
+            response, trailer = await self._call(self._stub.Score, pb.ScoreRequest(
+                images=chunk, client_id=self.client_id), timeout, with_trailer=True)
             if len(response.results) != len(chunk):
                 raise QualityError(grpc.StatusCode.INTERNAL, f"server answered {len(response.results)} "
                                    f"results for {len(chunk)} images", target=self.target)
-            results.extend(ImageResult.from_message(r) for r in response.results)
+            self.last_timing = timing_from(trailer)
+            results.extend(ImageResult.from_message(r, self.last_timing) for r in response.results)
             self.model_version = response.model_version
         return results
 

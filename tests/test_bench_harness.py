@@ -59,6 +59,11 @@ def test_quick_run_writes_json_with_every_point(quick_run):
         if entry["system"] != "in-process":
             assert run["server_rss_mb"] > 20 and run["client_cpu_cores"] >= 0, entry["id"]
         assert entry["summary"]["images_per_s"]["median"] == pytest.approx(run["images_per_s"])
+        if entry["id"].startswith("stedq/v1"):   # the server's timing of each answer, split out
+            assert 0 < run["server_inference_ms"] <= run["server_total_ms"] < run["p90_ms"], entry["id"]
+            assert run["server_outside_inference_ms"] >= 0 and run["transport_ms"] > 0, entry["id"]
+        else:   # tritonclient and the HTTP peer do not read it
+            assert "server_total_ms" not in run, entry["id"]
 
 
 @pytest.mark.slow
@@ -86,6 +91,7 @@ def test_quick_run_writes_plots_and_summary(quick_run):
     summary = (quick_run / "summary.md").read_text()
     assert "| scenario | images/s | p50 ms" in summary and "stedq/v1/concurrency/c4/batching" in summary
     assert "## Targets" in summary and "not measured" in summary
+    assert "## Where a stedq call's time goes" in summary and "| stedq/v1/unary/b1 |" in summary
     assert (quick_run / "logs" / "stedq.log").is_file()
 
 

@@ -223,7 +223,7 @@ def test_async_client(server, bundle):
 
 
 def test_every_answer_says_where_its_time_went(client, server):
-    """Score (Python client) and KServe v2 ModelInfer carry stedq-timing-ms in trailing metadata: every
+    """Score (Python client, sync and asyncio) and KServe v2 ModelInfer carry stedq-timing-ms in trailing metadata: every
     stage present, none negative, and the parts within the total."""
     import grpc as grpc_module
 
@@ -231,12 +231,20 @@ def test_every_answer_says_where_its_time_went(client, server):
     from stedq.kserve import grpc_service_pb2_grpc as kpb_grpc
     from stedq.timing import STAGES, timing_from
 
-    results = client.score_images([np.random.default_rng(0).poisson(20, (224, 224)).astype(np.uint16)] * 3)
+    images = [np.random.default_rng(0).poisson(20, (224, 224)).astype(np.uint16)] * 3
+    results = client.score_images(images)
     timing = results[0].timing
     assert timing is not None and set(timing) == set(STAGES) and timing == client.last_timing
     assert all(r.timing == timing for r in results) and min(timing.values()) >= 0
     assert timing["decode"] + timing["queue"] + timing["inference"] <= timing["total"] + 0.01
     assert timing["inference"] > 0
+
+    async def score_async():
+        async with AsyncQualityClient(server.address, timeout=30) as aio_client:
+            return await aio_client.score_images(images[:2]), aio_client.last_timing
+    aio_results, aio_timing = asyncio.run(score_async())
+    assert aio_timing is not None and set(aio_timing) == set(STAGES) and aio_timing["inference"] > 0
+    assert all(r.timing == aio_timing for r in aio_results)
     request = kpb.ModelInferRequest(model_name="quality")
     request.inputs.add(name="image", datatype="FP32", shape=[1, 1, 224, 224])
     request.raw_input_contents.append(np.full((1, 1, 224, 224), 0.1, np.float32).tobytes())
@@ -245,7 +253,7 @@ def test_every_answer_says_where_its_time_went(client, server):
     kserve = timing_from(call.trailing_metadata())
     assert kserve is not None and set(kserve) == set(STAGES) and kserve["inference"] > 0
     # ScoreStream: one trailer for the whole stream, so each answer carries its own timing_ms
-    images = [np.random.default_rng(1).poisson(20, (224, 224)).astype(np.uint16)]
+    images = images[:1]
     answers = list(client.stream([images, images]))
     assert len(answers) == 2
     for answer in answers:
