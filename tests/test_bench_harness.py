@@ -148,6 +148,8 @@ def test_stats_and_paired_ratios():
          "batch": 1, "concurrency": 1, "runs": runs(100.0, 50.0)},
         {"id": "in-process/fp32/b32", "system": "in-process", "variant": "fp32", "protocol": "onnxruntime",
          "batch": 32, "concurrency": 1, "runs": runs(200.0, 100.0)},
+        {"id": "in-process/int8/b32", "system": "in-process", "variant": "int8", "protocol": "onnxruntime",
+         "batch": 32, "concurrency": 1, "runs": runs(360.0, 190.0)},
         {"id": "stedq/v1/unary/b32", "system": "stedq", "protocol": "v1", "batch": 32, "concurrency": 1,
          "runs": runs(190.0, 97.0)},
         {"id": "stedq/v1/unary/b1", "system": "stedq", "protocol": "v1", "batch": 1, "concurrency": 1,
@@ -166,6 +168,8 @@ def test_stats_and_paired_ratios():
     assert targets["32 single-image clients, batching, vs in-process batch 32"]["value"]["median"] == 0.8
     assert targets["32 single-image clients, batching, vs in-process batch 32"]["met"] is False
     assert targets["stedq vs MLServer, 32 single-image clients"]["met"] is None
+    int8 = targets["INT8 vs FP32 in-process, batch 32"]   # paired by round: 1.8 and 1.9
+    assert int8["value"]["median"] == pytest.approx(1.85) and int8["met"] is True
 
 
 def test_profile_summary_of_collapsed_stacks():
