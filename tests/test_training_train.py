@@ -220,7 +220,7 @@ def test_photon_variants_are_labelled_by_the_rule(tmp_path):
         photon_variants(images, labels, clean, components, 0.0, 0.0, np.random.default_rng(3), blur_share=1.0)
 
     ds = tiny_dataset()
-    with pytest.raises(TrainingError, match="--thin-share, --floor-share and --blur-share need"):
+    with pytest.raises(TrainingError, match="--thin-share, --floor-share, --blur-share and --pair-share need"):
         train(ds, tmp_path / "refused", config(thin_share=0.5))
     counts = np.rint(ds.images * 1000)                               # photon counts, on the model's scale
     ds.images = (counts / MODEL_COUNTS_PER_UNIT).astype(np.float32)
@@ -229,9 +229,21 @@ def test_photon_variants_are_labelled_by_the_rule(tmp_path):
     with pytest.raises(TrainingError, match="pixel_nm"):   # blur needs each image's pixel size
         train(ds, tmp_path / "no-pixel-size", config(blur_share=0.5))
     ds.pixel_nm = np.full(len(ds.labels), 20.0)
-    summary = train(ds, tmp_path / "thinned", config(epochs=1, thin_share=0.5, blur_share=0.5))
+    summary = train(ds, tmp_path / "thinned", config(epochs=1, thin_share=0.5, blur_share=0.5, pair_share=0.5))
     saved = load_checkpoint(tmp_path / "thinned")["config"]
-    assert summary["epochs_run"] == 1 and saved["thin_share"] == 0.5 and saved["blur_share"] == 0.5
+    assert summary["epochs_run"] == 1 and saved["thin_share"] == 0.5 and saved["pair_share"] == 0.5
+
+
+def test_pair_loss_is_the_error_of_score_differences():
+    """--pair-share: the batch ends with k originals then their k changed copies; the pair loss compares
+    each pair's score difference with its label difference, and ignores the rest of the batch."""
+    from stedq.training.train import pair_loss
+
+    targets = torch.tensor([0.9, 0.1, 0.8, 0.6, 0.7, 0.3])        # 2 plain items, then 2 pairs
+    exact = torch.tensor([0.0, 0.5, 0.5, 0.6, 0.4, 0.3])          # differences 0.1 and 0.3: as the labels
+    assert pair_loss(exact, targets, 2).item() == pytest.approx(0.0, abs=1e-7)
+    flat = torch.tensor([0.9, 0.1, 0.5, 0.5, 0.5, 0.5])           # the copies score as their originals
+    assert pair_loss(flat, targets, 2).item() == pytest.approx((0.1 ** 2 + 0.3 ** 2) / 2)
 
 
 def test_precise_batch_norm_averages_the_given_batches(tmp_path):

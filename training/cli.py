@@ -42,6 +42,12 @@ TRAIN_HELP = {
                   "of 0.7-6 px, detected anew), labelled by the virtual expert's rule with the resolution "
                   "widened in quadrature (not in the paper: a smooth image of the same photons is a worse "
                   "image, not a cleaner one; needs the synthetic labels.csv; 0 = off)",
+    "pair_share": "append to each batch this share of its size as pairs: an item and a copy of it with "
+                  "fewer photons (60 %%) or blurred (40 %%), both uncropped; the loss adds --pair-weight x "
+                  "the squared error of their score difference against the rule's label difference, which "
+                  "is free of labeller noise (not in the paper: ranks each image above its own degraded "
+                  "copies; needs the synthetic labels.csv; 0 = off)",
+    "pair_weight": "weight of the pairs' difference loss (see --pair-share)",
     "precise_bn": "after each epoch, recompute the batch-norm statistics over this many training items "
                   "(as the epoch feeds them) instead of the running average of the last ~10 batches; "
                   "steadier validation (not in the paper; 0 = off)",
