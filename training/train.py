@@ -415,14 +415,13 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
             x, y, pairs = batch(items[s:s + config.batch_size], transforms[s:s + config.batch_size], [epoch, s])
             with autocast(device, precision):
                 pred = model(x).squeeze(1)
-            loss = loss_fn(pred.float(), y)
-            if pairs:
-                loss = loss + config.pair_weight * pair_loss(pred.float(), y, pairs)
+            plain = loss_fn(pred.float(), y)   # what the history reports as train RMSE
+            loss = plain + config.pair_weight * pair_loss(pred.float(), y, pairs) if pairs else plain
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             seen += len(y)
-            loss_sum += loss.item() * len(y)
+            loss_sum += plain.item() * len(y)
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)  # no redraw per step
         bar.close()
         train_loss = loss_sum / max(seen, 1)
