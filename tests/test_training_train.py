@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from stedq.training.augment import dihedral
 from stedq.training.checkpoint import (
     REQUIRED_KEYS,
     CheckpointError,
@@ -17,7 +18,7 @@ from stedq.training.checkpoint import (
     load_checkpoint,
 )
 from stedq.training.config import TrainConfig
-from stedq.training.train import Dataset, TrainingError, dihedral, epoch_plan, split_indices, train
+from stedq.training.train import Dataset, TrainingError, epoch_plan, split_indices, train
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -171,9 +172,9 @@ def test_photon_variants_are_labelled_by_the_rule(tmp_path):
     label the simulator (which knows the ideal image) gives those counts; saturated items and the rest
     are untouched; a dataset without the label inputs is refused."""
     from stedq.pixels import MODEL_COUNTS_PER_UNIT
+    from stedq.training.augment import BLUR_SIGMA_PX, photon_variants
     from stedq.training.data.label import LABEL_INPUTS, blurred_resolution_nm
     from stedq.training.data.microscope import SimulatedMicroscope
-    from stedq.training.train import BLUR_SIGMA_PX, photon_variants
 
     scopes, images, infos = [], [], []
     for seed in range(4):
@@ -216,7 +217,7 @@ def test_photon_variants_are_labelled_by_the_rule(tmp_path):
             infos[i]["resolution_nm"], sigma_px, 20.0)})["label_clean"] + 0.02 for sigma_px in BLUR_SIGMA_PX]
         assert bounds[1] - 0.02 <= targets[i] <= bounds[0] + 0.02, (bounds, targets[i])
     assert np.array_equal(blurred[3], images[3])
-    with pytest.raises(TrainingError, match="pixel size"):
+    with pytest.raises(ValueError, match="pixel size"):
         photon_variants(images, labels, clean, components, 0.0, 0.0, np.random.default_rng(3), blur_share=1.0)
 
     ds = tiny_dataset()
@@ -237,7 +238,7 @@ def test_photon_variants_are_labelled_by_the_rule(tmp_path):
 def test_pair_loss_is_the_error_of_score_differences():
     """--pair-share: the batch ends with k originals then their k changed copies; the pair loss compares
     each pair's score difference with its label difference, and ignores the rest of the batch."""
-    from stedq.training.train import pair_loss
+    from stedq.training.augment import pair_loss
 
     targets = torch.tensor([0.9, 0.1, 0.8, 0.6, 0.7, 0.3])        # 2 plain items, then 2 pairs
     exact = torch.tensor([0.0, 0.5, 0.5, 0.6, 0.4, 0.3])          # differences 0.1 and 0.3: as the labels

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from stedq import __version__
+from stedq.training.augment import PAIR_THIN_SHARE, dihedral, padded_crops, pair_loss, photon_variants
 from stedq.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from stedq.training.config import TrainConfig
 from stedq.training.inference import autocast, pick_device, predict_scores, resolve_precision, to_batch
@@ -106,113 +107,6 @@ def epoch_plan(train_labels: np.ndarray, config: TrainConfig, epoch: int) -> tup
     items_all, transforms_all = np.concatenate(items), np.concatenate(transforms)
     order = rng.permutation(len(items_all))
     return items_all[order], transforms_all[order]
-
-
-def padded_crops(images: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
-    """`images` with a `share` of them replaced by a random 64-223 px crop of themselves, padded back to
-    the model input by mirroring (stedq.tiling.pad_to: what the server does to a small image). The
-    label stays the full image's: a crop should rank as its image does."""
-    from stedq.pixels import MIN_IMAGE_SIZE
-    from stedq.tiling import pad_to
-
-    chosen = np.flatnonzero(rng.random(len(images)) < share)
-    if not len(chosen):
-        return images
-    out = images.copy()
-    height, width = images.shape[1:]
-    for i in chosen:
-        size = int(rng.integers(MIN_IMAGE_SIZE, min(height, width)))
-        top, left = rng.integers(0, height - size + 1), rng.integers(0, width - size + 1)
-        out[i] = pad_to(images[i, top:top + size, left:left + size], height, width)
-    return out
-
-
-THIN_FRACTIONS = (0.1, 0.8)   # photons kept, drawn log-uniformly: real thinning steps are 50/25/10 %
-FLOOR_FRACTIONS = (0.02, 0.35)   # background floor, as a share of the image's signal (its brightest 2 %)
-HAZE_SIGMA_PX = 32.0             # the floor varies smoothly, as out-of-focus light does
-BLUR_SIGMA_PX = (0.7, 6.0)       # blurred copies, drawn log-uniformly: 1-2 px is a slightly soft image, 5 px confocal
-
-
-def background_haze(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """A smooth non-negative field of mean ~1: where out-of-focus light and STED re-excitation put a floor."""
-    from scipy.ndimage import gaussian_filter
-
-    field = gaussian_filter(rng.standard_normal(shape), HAZE_SIGMA_PX)
-    return np.clip(1.0 + 0.5 * field / max(float(field.std()), 1e-12), 0.0, None)
-
-
-def photon_variants(images: np.ndarray, labels: np.ndarray, clean: np.ndarray, components: np.ndarray,
-                    thin_share: float, floor_share: float, rng: np.random.Generator, blur_share: float = 0.0,
-                    pixel_nm: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(images, labels) with items replaced by the same acquisition through a wider PSF (a `blur_share` of
-    them: Gaussian blur of 0.7-6 px, detected anew with the same photons; needs `pixel_nm`), with fewer
-    photons (a `thin_share`: binomial thinning to 10-80 %) and/or over a background floor (a
-    `floor_share`: Poisson photons of a smooth haze at 2-35 % of the image's signal), drawn independently,
-    labelled by the virtual expert's own rule: resolution widened in quadrature by the blur, SNR and
-    structure measured on the new counts (stedq.training.data.label), the item's labeller noise kept.
-    Saturated images are left alone (each would change the plateau the label penalises).
-
-    Each structure meets its dimmer, hazier and blurrier self with the label the rule gives them: the mix
-    of separate acquisitions alone taught neither that fewer photons score lower, nor that a floor costs
-    only the SNR it takes, nor that a smooth image of the same photons is a worse one (docs/training.md)."""
-    from stedq.pixels import MODEL_COUNTS_PER_UNIT
-    from stedq.training.data.label import blurred_copy, blurred_resolution_nm, image_snr, quality_after
-
-    if blur_share and pixel_nm is None:
-        raise TrainingError("--blur-share needs each image's pixel size (labels.csv column pixel_nm)")
-    unsaturated = components[:, 3] == 0
-    blur = (rng.random(len(images)) < blur_share) & unsaturated
-    thin = (rng.random(len(images)) < thin_share) & unsaturated
-    floor = (rng.random(len(images)) < floor_share) & unsaturated
-    if not (blur.any() or thin.any() or floor.any()):
-        return images, labels
-    images, labels = images.copy(), labels.copy()
-    low, high = np.log(THIN_FRACTIONS[0]), np.log(THIN_FRACTIONS[1])
-    for i in np.flatnonzero(blur | thin | floor):
-        counts = np.rint(images[i].astype(np.float64) * MODEL_COUNTS_PER_UNIT).astype(np.int64)
-        resolution_nm, loss, similarity, saturation = components[i]
-        if blur[i]:   # the structure shown stays the sample's (the simulator's confocal images keep ~0.9)
-            sigma_px = float(np.exp(rng.uniform(*np.log(BLUR_SIGMA_PX))))
-            counts = blurred_copy(counts, sigma_px, rng)
-            resolution_nm = blurred_resolution_nm(resolution_nm, sigma_px, float(pixel_nm[i]))
-        changed, kept = counts, 1.0
-        if thin[i]:
-            kept = float(np.exp(rng.uniform(low, high)))
-            changed = rng.binomial(counts, kept)
-        if floor[i]:
-            level = rng.uniform(*FLOOR_FRACTIONS) * image_snr(changed)[1]
-            changed = changed + rng.poisson(level * background_haze(counts.shape, rng))
-        quality = quality_after(counts, changed, kept, resolution_nm, loss, similarity, saturation)
-        labels[i] = np.clip(quality + (labels[i] - clean[i]), 0.0, 1.0)
-        images[i] = np.minimum(changed, MODEL_COUNTS_PER_UNIT) / MODEL_COUNTS_PER_UNIT
-    return images, labels
-
-
-PAIR_THIN_SHARE = 0.6   # --pair-share: a pair's changed copy is thinned (else blurred; a floor as --floor-share)
-
-
-def pair_loss(pred: torch.Tensor, targets: torch.Tensor, pairs: int) -> torch.Tensor:
-    """Mean squared error of the score differences of the batch's last `pairs` (original, changed copy)
-    pairs against their label differences. A copy keeps its original's labeller noise, so the label
-    difference is the rule's own, noise-free: how much fewer photons or a wider PSF cost, which the
-    plain loss sees only through noise of sd 0.03 (a bright image halved loses ~0.01)."""
-    n = len(targets) - 2 * pairs
-    originals, changed = slice(n, n + pairs), slice(n + pairs, None)
-    return nn.functional.mse_loss(pred[originals] - pred[changed], targets[originals] - targets[changed])
-
-
-def dihedral(x: torch.Tensor, transforms: np.ndarray) -> torch.Tensor:
-    """Apply one of the 8 flips/rotations per image (0 = identity) to a (B, 1, H, W) batch."""
-    out = x.clone()
-    for k in np.unique(transforms):
-        if k == 0:
-            continue
-        idx = torch.from_numpy(np.flatnonzero(transforms == k))
-        part = x[idx]
-        if k >= 4:
-            part = part.flip(-1)
-        out[idx] = torch.rot90(part, int(k % 4), dims=(-2, -1))
-    return out
 
 
 def epoch_lr(config: TrainConfig, epoch: int) -> float:
