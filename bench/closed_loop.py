@@ -15,11 +15,6 @@ from collections.abc import Awaitable, Callable
 
 from stedq.bench.stats import latency_stats, throughput
 
-# Where a stedq call's time went, from the timing the server sends with each answer (stedq/timing.py):
-# per-run medians over the measured calls, in ms
-SERVER_FIELDS = ("server_decode_ms", "server_queue_ms", "server_inference_ms", "server_total_ms",
-                 "server_outside_inference_ms", "transport_ms")
-
 
 class Recorder:
     def __init__(self, warmup_s: float, duration_s: float, min_calls: int):

@@ -34,9 +34,12 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 # The fields of one run that are summarized over repetitions.
+# Where a stedq call's time went, from the timing the server sends with each answer (stedq/timing.py):
+# per-run medians over the measured calls, in ms (closed_loop.Recorder.server_stages)
+SERVER_FIELDS = ("server_decode_ms", "server_queue_ms", "server_inference_ms", "server_total_ms",
+                 "server_outside_inference_ms", "transport_ms")
 SUMMARIZED = ("images_per_s", "p50_ms", "p90_ms", "p99_ms", "server_cpu_cores", "server_rss_mb",
-              "client_cpu_cores", "server_decode_ms", "server_queue_ms", "server_inference_ms", "server_total_ms",
-              "server_outside_inference_ms", "transport_ms")
+              "client_cpu_cores", *SERVER_FIELDS)
 
 
 def summarize(runs: list[dict]) -> dict[str, dict[str, float]]:
