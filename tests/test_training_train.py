@@ -230,9 +230,11 @@ def test_photon_variants_are_labelled_by_the_rule(tmp_path):
     with pytest.raises(TrainingError, match="pixel_nm"):   # blur needs each image's pixel size
         train(ds, tmp_path / "no-pixel-size", config(blur_share=0.5))
     ds.pixel_nm = np.full(len(ds.labels), 20.0)
-    summary = train(ds, tmp_path / "thinned", config(epochs=1, thin_share=0.5, blur_share=0.5, pair_share=0.5))
+    summary = train(ds, tmp_path / "thinned", config(epochs=1, thin_share=0.5, blur_share=0.5, pair_share=0.5,
+                                                           pair_loss="hinge"))
     saved = load_checkpoint(tmp_path / "thinned")["config"]
     assert summary["epochs_run"] == 1 and saved["thin_share"] == 0.5 and saved["pair_share"] == 0.5
+    assert saved["pair_loss"] == "hinge"
 
 
 def test_pair_loss_is_the_error_of_score_differences():
@@ -245,6 +247,20 @@ def test_pair_loss_is_the_error_of_score_differences():
     assert pair_loss(exact, targets, 2).item() == pytest.approx(0.0, abs=1e-7)
     flat = torch.tensor([0.9, 0.1, 0.5, 0.5, 0.5, 0.5])           # the copies score as their originals
     assert pair_loss(flat, targets, 2).item() == pytest.approx((0.1 ** 2 + 0.3 ** 2) / 2)
+
+
+def test_hinge_pair_loss_penalizes_only_a_drop_short_of_the_labels():
+    """--pair-loss hinge: each pair costs max(0, label drop - score drop); a copy that loses more than the
+    rule says costs nothing, one that gains costs its gain plus the label's drop."""
+    from stedq.training.augment import pair_loss
+
+    targets = torch.tensor([0.9, 0.8, 0.6, 0.7, 0.3])             # 1 plain item, then pairs: drops 0.1, 0.3
+    deeper = torch.tensor([0.0, 0.8, 0.9, 0.5, 0.1])              # score drops 0.3 and 0.8: both deep enough
+    assert pair_loss(deeper, targets, 2, "hinge").item() == pytest.approx(0.0, abs=1e-7)
+    rising = torch.tensor([0.0, 0.5, 0.5, 0.55, 0.4])             # first copy gains 0.05, second drops 0.1
+    assert pair_loss(rising, targets, 2, "hinge").item() == pytest.approx(((0.1 + 0.05) + (0.3 - 0.1)) / 2)
+    with pytest.raises(ValueError, match="hinge"):
+        pair_loss(rising, targets, 2, "huber")
 
 
 def test_precise_batch_norm_averages_the_given_batches(tmp_path):

@@ -92,14 +92,25 @@ def photon_variants(images: np.ndarray, labels: np.ndarray, clean: np.ndarray, c
 PAIR_THIN_SHARE = 0.6   # --pair-share: a pair's changed copy is thinned (else blurred; a floor as --floor-share)
 
 
-def pair_loss(pred: torch.Tensor, targets: torch.Tensor, pairs: int) -> torch.Tensor:
-    """Mean squared error of the score differences of the batch's last `pairs` (original, changed copy)
-    pairs against their label differences. A copy keeps its original's labeller noise, so the label
-    difference is the rule's own, noise-free: how much fewer photons or a wider PSF cost, which the
-    plain loss sees only through noise of sd 0.03 (a bright image halved loses ~0.01)."""
+def pair_loss(pred: torch.Tensor, targets: torch.Tensor, pairs: int, kind: str = "mse") -> torch.Tensor:
+    """Loss of the batch's last `pairs` (original, changed copy) pairs' score differences against their
+    label differences. A copy keeps its original's labeller noise, so the label difference is the rule's
+    own, noise-free: how much fewer photons or a wider PSF cost, which the plain loss sees only through
+    noise of sd 0.03 (a bright image halved loses ~0.01).
+
+    kind "mse": squared error of the differences (the large blur drops dominate it). kind "hinge": the
+    mean shortfall of the score's drop below the label's, max(0, label drop - score drop): a copy that
+    loses less than the rule says (or gains) is penalized linearly, however small its drop; losing more
+    is left to the plain loss."""
     n = len(targets) - 2 * pairs
     originals, changed = slice(n, n + pairs), slice(n + pairs, None)
-    return nn.functional.mse_loss(pred[originals] - pred[changed], targets[originals] - targets[changed])
+    score_drop = pred[originals] - pred[changed]
+    label_drop = targets[originals] - targets[changed]
+    if kind == "hinge":
+        return torch.relu(label_drop - score_drop).mean()
+    if kind != "mse":
+        raise ValueError(f"pair loss {kind!r}: expected 'mse' or 'hinge'")
+    return nn.functional.mse_loss(score_drop, label_drop)
 
 
 def dihedral(x: torch.Tensor, transforms: np.ndarray) -> torch.Tensor:

@@ -48,6 +48,9 @@ TRAIN_HELP = {
                   "is free of labeller noise (not in the paper: ranks each image above its own degraded "
                   "copies; needs the synthetic labels.csv; 0 = off)",
     "pair_weight": "weight of the pairs' difference loss (see --pair-share)",
+    "pair_loss": "the pairs' loss: mse (squared error of the score difference against the label "
+                 "difference) or hinge (only a copy that does not lose at least its label's drop is "
+                 "penalized, linearly: every pair counts alike, not just the large blur drops)",
     "precise_bn": "after each epoch, recompute the batch-norm statistics over this many training items "
                   "(as the epoch feeds them) instead of the running average of the last ~10 batches; "
                   "steadier validation (not in the paper; 0 = off)",
@@ -58,7 +61,7 @@ TRAIN_HELP = {
     "max_minutes": "stop before an epoch that would end past this many minutes (0 = no limit)",
 }
 CHOICES = {"device": ["auto", "cpu", "cuda"], "precision": ["auto", "bf16", "fp32"],
-           "lr_schedule": ["constant", "cosine"]}
+           "lr_schedule": ["constant", "cosine"], "pair_loss": ["mse", "hinge"]}
 
 TRAIN_EPILOG = """\
 writes OUT/best.pt (best validation weights, written when training ends), OUT/last.pt (every epoch),

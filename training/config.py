@@ -29,6 +29,7 @@ class TrainConfig:
     blur_share: float = 0.0        # share of training items replaced by a blurred copy (same photons), labelled by the rule
     pair_share: float = 0.0        # per batch, this share of its size again as (original, changed copy) pairs
     pair_weight: float = 1.0       # weight of the pairs' score-difference loss against the plain MSE
+    pair_loss: str = "mse"         # mse (difference fitted to the label's) | hinge (drop at least the label's)
     precise_bn: int = 0            # training items whose batch-norm statistics replace the running ones each epoch
     device: str = "auto"           # auto | cpu | cuda
     precision: str = "auto"        # auto (bf16 where native) | bf16 | fp32

@@ -310,7 +310,7 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
             with autocast(device, precision):
                 pred = model(x).squeeze(1)
             plain = loss_fn(pred.float(), y)   # what the history reports as train RMSE
-            loss = plain + config.pair_weight * pair_loss(pred.float(), y, pairs) if pairs else plain
+            loss = plain + config.pair_weight * pair_loss(pred.float(), y, pairs, config.pair_loss) if pairs else plain
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
