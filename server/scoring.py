@@ -208,7 +208,7 @@ class Scorer:
     async def score_with_fits(self, images: list[np.ndarray], queries: list[FitQuery], *,
                               deadline: float | None = None,
                               timing: dict | None = None) -> tuple[list[ImageScore], list[list[str]]]:
-        """score() and each image's fit verdict (stedq.fit). The verdicts (~0.2 ms an image) are computed
+        """score() and each image's fit verdict (stedq.fit). The verdicts (~0.1 ms an image) are computed
         on the event loop while the batch runs in onnxruntime's thread, not before it: they are not
         needed until the answer is built, so they cost a request no latency."""
         stats = self.model_info.fit

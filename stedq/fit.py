@@ -58,30 +58,38 @@ ROW_STEP = 4   # the statistics read every 4th row (and the row below it): a qua
 
 
 def neighbour_correlation(counts: np.ndarray, step: int = 1) -> float:
-    """Correlation of pixels with their right and lower neighbours (on every `step`-th row): ~0 for noise
-    or shuffled pixels, high where the point-spread function spreads structure over several pixels."""
+    """Correlation of pixels with their right and lower neighbours (on every `step`-th row and the row below
+    it, whose mean and variance it uses): ~0 for noise or shuffled pixels, high where the point-spread
+    function spreads structure over several pixels. Scale-free: counts or model input alike."""
     values = np.asarray(counts, np.float32)
-    rows, below = values[:-1:step], values[1::step]
-    mean = values.mean(dtype=np.float64)
-    variance = float(values.var(dtype=np.float64))
-    if variance == 0.0 or values.shape[0] < 2 or values.shape[1] < 2:
+    if values.shape[0] < 2 or values.shape[1] < 2:
         return 0.0
-    centred, centred_below = rows - np.float32(mean), below[:len(rows)] - np.float32(mean)
-    across = float((centred[:, 1:] * centred[:, :-1]).mean(dtype=np.float64))
-    down = float((centred * centred_below).mean(dtype=np.float64))
+    rows = values[:-1:step]
+    below = values[1::step][:len(rows)]
+    n = rows.size + below.size
+    mean = (float(rows.sum(dtype=np.float64)) + float(below.sum(dtype=np.float64))) / n
+    centred, centred_below = rows - np.float32(mean), below - np.float32(mean)   # new, contiguous arrays
+    flat, flat_below = centred.ravel(), centred_below.ravel()
+    variance = (float(np.dot(flat, flat)) + float(np.dot(flat_below, flat_below))) / n   # BLAS, no temporaries
+    if variance <= 0.0:
+        return 0.0
+    across = float(np.einsum("ij,ij->", centred[:, 1:], centred[:, :-1])) / (centred.shape[0] * (centred.shape[1] - 1))
+    down = float(np.dot(flat, flat_below)) / flat.size
     return (across + down) / (2.0 * variance)
 
 
 def image_features(model_input: np.ndarray) -> dict[str, float]:
-    """Cheap statistics of one image as photon counts (about 0.3 ms for 224×224 on one core)."""
-    counts = np.asarray(model_input, np.float32) * np.float32(MODEL_COUNTS_PER_UNIT)
-    sample = counts[::ROW_STEP].ravel()
+    """Cheap statistics of one image as photon counts (about 0.1 ms for 224×224 on one core). Order
+    statistics are taken on the model input and scaled after: the same float32 products as scaling first."""
+    values = np.asarray(model_input, np.float32)
+    scale = np.float32(MODEL_COUNTS_PER_UNIT)
+    sample = values[::ROW_STEP].ravel()
     high, low = int(0.999 * (sample.size - 1)), int(0.05 * (sample.size - 1))
     ordered = np.partition(sample, (low, high))
-    top = float(counts.max())
-    return {"peak_counts": float(ordered[high]), "background_counts": float(ordered[low]), "max_counts": top,
-            "at_max_share": float(np.count_nonzero(counts == top)) / counts.size,
-            "neighbour_correlation": neighbour_correlation(counts, ROW_STEP)}
+    top = values.max()
+    return {"peak_counts": float(ordered[high] * scale), "background_counts": float(ordered[low] * scale),
+            "max_counts": float(top * scale), "at_max_share": float(np.count_nonzero(values == top)) / values.size,
+            "neighbour_correlation": neighbour_correlation(values, ROW_STEP)}
 
 
 def statistics(model_inputs, pixel_nm: float = 20.0) -> FitStatistics:
