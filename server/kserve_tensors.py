@@ -23,6 +23,7 @@ from stedq.pixels import (
     InvalidInput,
     check_fits,
     check_image_size,
+    model_input_buffer,
     parse_intensity,
     to_model_input,
 )
@@ -201,8 +202,9 @@ def decode_request(request: pb.ModelInferRequest) -> DecodedRequest:
         values = _typed_values(tensor, count)
     intensity = _intensity(tensor)
     pixels = height * width
+    buffer = model_input_buffer([(height, width)] * n)
     images = [to_model_input(values[i * pixels:(i + 1) * pixels].reshape(height, width), intensity,
-                             field=f"input '{tensor.name}', image {i}")
+                             field=f"input '{tensor.name}', image {i}", out=None if buffer is None else buffer[i])
               for i in range(n)]
     dtype = DATATYPES[tensor.datatype][0]
     kind = parse_intensity(intensity, dtype, field=f"input '{tensor.name}'")

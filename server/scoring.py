@@ -73,9 +73,15 @@ FIT_ON_LOOP_PIXELS = 1 << 20   # above this (~16 images of 224², 5 ms of statis
 
 
 def _stack(tiles: list[np.ndarray]) -> np.ndarray:
-    """(N, 1, H, W) float32 model input; one image of the input size goes as a view, without a copy."""
+    """(N, 1, H, W) float32 model input. Without a copy where the tiles already are one: a single image of
+    the input size, or every image of a request decoded into one buffer (stedq.pixels.model_input_buffer)."""
     if len(tiles) == 1 and tiles[0].dtype == np.float32:
         return tiles[0][None, None]
+    whole = tiles[0].base
+    if (isinstance(whole, np.ndarray) and whole.dtype == np.float32 and whole.ndim == 3 and len(whole) == len(tiles)
+            and whole.shape[1:] == tiles[0].shape and whole.flags.c_contiguous
+            and all(tile.base is whole and tile.ctypes.data == whole[i].ctypes.data for i, tile in enumerate(tiles))):
+        return whole[:, None, :, :]
     return np.stack(tiles).astype(np.float32, copy=False)[:, None, :, :]
 
 

@@ -11,7 +11,14 @@ import grpc
 import numpy as np
 
 from stedq.fit import FitQuery
-from stedq.pixels import MIN_IMAGE_SIZE, InvalidInput, decode_image, parse_dtype, parse_intensity
+from stedq.pixels import (
+    MIN_IMAGE_SIZE,
+    InvalidInput,
+    decode_image,
+    model_input_buffer,
+    parse_dtype,
+    parse_intensity,
+)
 from stedq.server.scoring import ImageScore, Scorer
 from stedq.server.status import SCORING_ERRORS, deadline_of, send_timing, status_for
 from stedq.timing import format_timing
@@ -31,10 +38,11 @@ def decode_images(images, field: str = "images") -> tuple[list[np.ndarray], list
     if not images:
         raise InvalidInput(f"{field}: empty batch; send at least one image")
     inputs, queries = [], []
+    buffer = model_input_buffer([(image.height, image.width) for image in images])
     for index, image in enumerate(images):
         where = f"{field}[{index}]"
         inputs.append(decode_image(image.data, int(image.dtype), image.height, image.width, field=where,
-                                   intensity=int(image.intensity)))
+                                   intensity=int(image.intensity), out=None if buffer is None else buffer[index]))
         dtype = parse_dtype(int(image.dtype), field=where)
         queries.append(FitQuery(dtype, parse_intensity(int(image.intensity), dtype, field=where),
                                 image.pixel_size_nm or None))

@@ -93,9 +93,9 @@ def parse_intensity(value: str | int | Intensity | None, dtype: str, *, field: s
 
 
 def to_model_input(pixels: np.ndarray, intensity: str | int | Intensity | None = None, *,
-                   field: str = "image") -> np.ndarray:
+                   field: str = "image", out: np.ndarray | None = None) -> np.ndarray:
     """Pixels of a wire dtype ((H, W), or a stack) -> float32 model input (counts / 65535); InvalidInput
-    names `field`.
+    names `field`. With `out` (float32, the pixels' shape) the result is written there and returned.
 
     Numbers that arrive wider than their dtype (KServe v2 typed contents) are checked against it."""
     values = np.asarray(pixels)
@@ -113,13 +113,26 @@ def to_model_input(pixels: np.ndarray, intensity: str | int | Intensity | None =
                 raise InvalidInput(f"{field}: float32 values on the model scale must be in [0, 1] (got min "
                                    f"{values.min():.4g}, max {values.max():.4g}); send photon counts as integers, "
                                    f"or say intensity=counts")
-            return values.astype(np.float32, copy=False)
+            if out is None:
+                return values.astype(np.float32, copy=False)
+            np.copyto(out, values, casting="unsafe")
+            return out
     elif kind is Intensity.MODEL_SCALE:
         raise InvalidInput(f"{field}: {dtype} pixels are photon counts; intensity model_scale applies to float32 "
                            f"only")
+    if values.dtype.kind == "u":   # one pass: convert and scale (as astype then divide, value for value)
+        return np.divide(values, np.float32(MODEL_COUNTS_PER_UNIT), out=out, dtype=np.float32, casting="unsafe")
     counts = values.astype(np.float32)
     np.maximum(counts, 0.0, out=counts)  # no negative photons (int16 files, float counts)
-    return counts / np.float32(MODEL_COUNTS_PER_UNIT)
+    return np.divide(counts, np.float32(MODEL_COUNTS_PER_UNIT), out=out)
+
+
+def model_input_buffer(shapes: list[tuple[int, int]]) -> np.ndarray | None:
+    """One (N, H, W) float32 array to decode N images of one shape into (None for one image or mixed
+    shapes): its rows are the images, and the whole goes to the model without another copy."""
+    if len(shapes) < 2 or len(set(shapes)) != 1:
+        return None
+    return np.empty((len(shapes), *shapes[0]), np.float32)
 
 
 def check_fits(values: np.ndarray, dtype: str, *, field: str) -> np.ndarray:
@@ -144,8 +157,10 @@ def check_image_size(height: int, width: int, *, field: str, minimum: int = MIN_
 
 
 def decode_image(data: bytes, dtype: str | int, height: int, width: int, *, field: str,
-                 intensity: str | int | Intensity | None = None, min_size: int = MIN_IMAGE_SIZE) -> np.ndarray:
-    """Raw little-endian bytes from the wire -> float32 (height, width) model input; InvalidInput names `field`."""
+                 intensity: str | int | Intensity | None = None, min_size: int = MIN_IMAGE_SIZE,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """Raw little-endian bytes from the wire -> float32 (height, width) model input (into `out` if given);
+    InvalidInput names `field`."""
     name = parse_dtype(dtype, field=field)
     height, width = int(height), int(width)
     check_image_size(height, width, field=field, minimum=min_size)
@@ -154,7 +169,7 @@ def decode_image(data: bytes, dtype: str | int, height: int, width: int, *, fiel
     if len(data) != expected:
         raise InvalidInput(f"{field}: data has {len(data)} bytes but a {height}x{width} {name} image "
                            f"needs {expected} ({height}*{width}*{wire.itemsize})")
-    return to_model_input(np.frombuffer(data, dtype=wire).reshape(height, width), intensity, field=field)
+    return to_model_input(np.frombuffer(data, dtype=wire).reshape(height, width), intensity, field=field, out=out)
 
 
 def to_wire_array(image, index: int = 0) -> np.ndarray:

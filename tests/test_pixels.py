@@ -134,3 +134,42 @@ def test_tiles_cover_the_image_with_the_last_one_at_the_edge(length, stride, exp
     for origin in origins:
         covered[origin:origin + 224] = True
     assert covered.all()
+
+
+@pytest.mark.parametrize(("dtype", "intensity"), [("uint8", None), ("uint16", None), ("int16", None),
+                                                  ("float32", "counts"), ("float32", "model_scale")])
+def test_decoding_into_a_buffer_gives_the_same_values(dtype, intensity):
+    """`out=`: the value written is the one returned without it, bit for bit, for every wire dtype."""
+    rng = np.random.default_rng(3)
+    values = rng.integers(-3 if dtype == "int16" else 0, 250, (5, 6)).astype(dtype)
+    if intensity == "model_scale":
+        values = (values / np.float32(255)).astype(np.float32)
+    buffer = np.full((2, 5, 6), np.nan, np.float32)
+    written = to_model_input(values, intensity, out=buffer[1])
+    assert written is buffer[1] or np.shares_memory(written, buffer[1])
+    np.testing.assert_array_equal(buffer[1], to_model_input(values, intensity))
+    assert np.isnan(buffer[0]).all()
+
+
+def test_a_request_of_one_shape_reaches_the_model_without_another_copy():
+    """The servicer decodes a request's images of one shape into one (N, H, W) buffer and the scorer hands
+    that buffer itself to the batcher as (N, 1, H, W); mixed shapes, or images that are not one buffer's
+    rows in order, are stacked (a copy) as before."""
+    from stedq.server.scoring import _stack
+    from stedq.server.servicer import decode_images
+    from stedq.v1 import quality_pb2 as pb
+
+    rng = np.random.default_rng(4)
+    pixels = [rng.integers(0, 400, (224, 224)).astype("<u2") for _ in range(3)]
+    images = [pb.Image(data=p.tobytes(), dtype=pb.DTYPE_UINT16, height=224, width=224) for p in pixels]
+    inputs, _ = decode_images(images)
+    batch = _stack(inputs)
+    assert batch.shape == (3, 1, 224, 224) and all(np.shares_memory(batch, image) for image in inputs)
+    for i, p in enumerate(pixels):
+        np.testing.assert_array_equal(batch[i, 0], to_model_input(p))
+    reordered = _stack(inputs[::-1])
+    assert not np.shares_memory(reordered, inputs[0])
+    np.testing.assert_array_equal(reordered[0, 0], inputs[2])
+    mixed = images[:2] + [pb.Image(data=pixels[2][:100].tobytes(), dtype=pb.DTYPE_UINT16, height=100, width=224)]
+    inputs, _ = decode_images(mixed)
+    assert not np.shares_memory(inputs[0], inputs[1])
