@@ -259,6 +259,8 @@ def test_hinge_pair_loss_penalizes_only_a_drop_short_of_the_labels():
     assert pair_loss(deeper, targets, 2, "hinge").item() == pytest.approx(0.0, abs=1e-7)
     rising = torch.tensor([0.0, 0.5, 0.5, 0.55, 0.4])             # first copy gains 0.05, second drops 0.1
     assert pair_loss(rising, targets, 2, "hinge").item() == pytest.approx(((0.1 + 0.05) + (0.3 - 0.1)) / 2)
+    both = pair_loss(rising, targets, 2, "mse+hinge").item()
+    assert both == pytest.approx(pair_loss(rising, targets, 2, "mse").item() + ((0.1 + 0.05) + (0.3 - 0.1)) / 2)
     with pytest.raises(ValueError, match="hinge"):
         pair_loss(rising, targets, 2, "huber")
 

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from stedq.training.config import PAIR_LOSSES
+
 
 def padded_crops(images: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
     """`images` with a `share` of them replaced by a random 64-223 px crop of themselves, padded back to
@@ -101,16 +103,19 @@ def pair_loss(pred: torch.Tensor, targets: torch.Tensor, pairs: int, kind: str =
     kind "mse": squared error of the differences (the large blur drops dominate it). kind "hinge": the
     mean shortfall of the score's drop below the label's, max(0, label drop - score drop): a copy that
     loses less than the rule says (or gains) is penalized linearly, however small its drop; losing more
-    is left to the plain loss."""
+    is left to the plain loss. kind "mse+hinge": both, the hinge ordering each pair and the squared error
+    keeping the size of each drop."""
     n = len(targets) - 2 * pairs
     originals, changed = slice(n, n + pairs), slice(n + pairs, None)
     score_drop = pred[originals] - pred[changed]
     label_drop = targets[originals] - targets[changed]
+    if kind not in PAIR_LOSSES:
+        raise ValueError(f"pair loss {kind!r}: expected one of {', '.join(PAIR_LOSSES)}")
+    hinge = torch.relu(label_drop - score_drop).mean()
     if kind == "hinge":
-        return torch.relu(label_drop - score_drop).mean()
-    if kind != "mse":
-        raise ValueError(f"pair loss {kind!r}: expected 'mse' or 'hinge'")
-    return nn.functional.mse_loss(score_drop, label_drop)
+        return hinge
+    squared = nn.functional.mse_loss(score_drop, label_drop)
+    return squared if kind == "mse" else squared + hinge
 
 
 def dihedral(x: torch.Tensor, transforms: np.ndarray) -> torch.Tensor:

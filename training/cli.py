@@ -11,6 +11,7 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from stedq.training.config import PAIR_LOSSES
 from stedq.training.data import cli as data_cli
 
 # Flag help for TrainConfig fields (train.py holds the defaults; this holds the words).
@@ -50,7 +51,8 @@ TRAIN_HELP = {
     "pair_weight": "weight of the pairs' difference loss (see --pair-share)",
     "pair_loss": "the pairs' loss: mse (squared error of the score difference against the label "
                  "difference) or hinge (only a copy that does not lose at least its label's drop is "
-                 "penalized, linearly: every pair counts alike, not just the large blur drops)",
+                 "penalized, linearly: every pair counts alike, not just the large blur drops) or "
+                 "mse+hinge (both: the hinge orders each pair, the squared error keeps the drop's size)",
     "precise_bn": "after each epoch, recompute the batch-norm statistics over this many training items "
                   "(as the epoch feeds them) instead of the running average of the last ~10 batches; "
                   "steadier validation (not in the paper; 0 = off)",
@@ -61,7 +63,7 @@ TRAIN_HELP = {
     "max_minutes": "stop before an epoch that would end past this many minutes (0 = no limit)",
 }
 CHOICES = {"device": ["auto", "cpu", "cuda"], "precision": ["auto", "bf16", "fp32"],
-           "lr_schedule": ["constant", "cosine"], "pair_loss": ["mse", "hinge"]}
+           "lr_schedule": ["constant", "cosine"], "pair_loss": list(PAIR_LOSSES)}
 
 TRAIN_EPILOG = """\
 writes OUT/best.pt (best validation weights, written when training ends), OUT/last.pt (every epoch),

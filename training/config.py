@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+PAIR_LOSSES = ("mse", "hinge", "mse+hinge")   # --pair-loss choices (augment.pair_loss)
+
 
 @dataclass
 class TrainConfig:
@@ -29,7 +31,7 @@ class TrainConfig:
     blur_share: float = 0.0        # share of training items replaced by a blurred copy (same photons), labelled by the rule
     pair_share: float = 0.0        # per batch, this share of its size again as (original, changed copy) pairs
     pair_weight: float = 1.0       # weight of the pairs' score-difference loss against the plain MSE
-    pair_loss: str = "mse"         # mse (difference fitted to the label's) | hinge (drop at least the label's)
+    pair_loss: str = "mse"         # mse (difference fitted to the label's) | hinge (drop at least the label's) | mse+hinge
     precise_bn: int = 0            # training items whose batch-norm statistics replace the running ones each epoch
     device: str = "auto"           # auto | cpu | cuda
     precision: str = "auto"        # auto (bf16 where native) | bf16 | fp32
