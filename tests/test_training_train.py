@@ -235,6 +235,9 @@ def test_photon_variants_are_labelled_by_the_rule(tmp_path):
     saved = load_checkpoint(tmp_path / "thinned")["config"]
     assert summary["epochs_run"] == 1 and saved["thin_share"] == 0.5 and saved["pair_share"] == 0.5
     assert saved["pair_loss"] == "hinge"
+    with pytest.raises(TrainingError, match="pair-loss"):   # refused before any work
+        train(ds, tmp_path / "bad-pair-loss", config(pair_share=0.5, pair_loss="huber"))
+    assert not (tmp_path / "bad-pair-loss").exists()
 
 
 def test_pair_loss_is_the_error_of_score_differences():

@@ -28,7 +28,7 @@ from torch import nn
 from stedq import __version__
 from stedq.training.augment import PAIR_THIN_SHARE, dihedral, padded_crops, pair_loss, photon_variants
 from stedq.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
-from stedq.training.config import TrainConfig
+from stedq.training.config import PAIR_LOSSES, TrainConfig
 from stedq.training.inference import autocast, pick_device, predict_scores, resolve_precision, to_batch
 from stedq.training.metrics import per_bin_metrics, regression_metrics
 from stedq.training.model import INPUT_SIZE, QualityNet
@@ -199,6 +199,8 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
     out = Path(out)
     check_dataset(ds)
     epoch_lr(config, 1)  # an unknown schedule fails before any work
+    if config.pair_loss not in PAIR_LOSSES:
+        raise TrainingError(f"unknown --pair-loss {config.pair_loss!r} ({', '.join(PAIR_LOSSES)})")
     variants = bool(config.thin_share or config.floor_share or config.blur_share or config.pair_share)
     if variants and (ds.labels_clean is None or ds.label_components is None
                      or (config.blur_share and ds.pixel_nm is None)):
