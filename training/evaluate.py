@@ -201,22 +201,49 @@ def evaluate(run: str | Path, ds, unseen: dict[str, object], options: EvalOption
 THIN_STEPS = (1.0, 0.5, 0.25)   # the real-image gate's first thinning steps (stedq evaluate --real)
 
 
-def thinning_check(scorer, images: np.ndarray, labels: np.ndarray, seed: int, min_label: float = 0.1) -> dict:
-    """The real-image gate's photon check on the synthetic test split: each image that shows something
-    (label >= min_label) binomially thinned to 50 % and 25 % of its photons; how often the score falls."""
+def _shown_counts(images: np.ndarray, labels: np.ndarray, min_label: float,
+                  components: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The test images that show something (label >= min_label; unsaturated where the label's inputs are
+    known: a changed copy would move the plateau the label penalises) and their photon counts."""
     from stedq.pixels import MODEL_COUNTS_PER_UNIT
 
     chosen = np.flatnonzero(labels >= min_label)
+    if components is not None:
+        chosen = chosen[components[chosen, 3] == 0]
+    return chosen, np.rint(images[chosen].astype(np.float64) * MODEL_COUNTS_PER_UNIT).astype(np.int64)
+
+
+def _ladder_scores(scorer, ladders: list[np.ndarray]) -> np.ndarray:
+    """(images, steps) scores of count stacks, one stack per step of a degradation."""
+    from stedq.pixels import MODEL_COUNTS_PER_UNIT
+
+    return np.stack([scorer((ladder / MODEL_COUNTS_PER_UNIT).astype(np.float32)) for ladder in ladders], axis=1)
+
+
+def _falls(scores: np.ndarray) -> dict:
+    falls = scores[:, 1:] < scores[:, :-1]
+    return {"images": len(scores), "steps": int(falls.size), "falls": int(falls.sum()),
+            "share": float(falls.mean()) if falls.size else None,
+            "mean_score": [round(float(v), 4) for v in scores.mean(axis=0)]}
+
+
+def _arrow(values) -> str:
+    return " → ".join(f"{v:.3f}" for v in values)
+
+
+def _label_clause(result: dict) -> str:
+    return f"; the virtual expert's label {_arrow(result['mean_label'])}" if result["mean_label"] else ""
+
+
+def thinning_check(scorer, images: np.ndarray, labels: np.ndarray, seed: int, min_label: float = 0.1) -> dict:
+    """The real-image gate's photon check on the synthetic test split: each image that shows something
+    (label >= min_label) binomially thinned to 50 % and 25 % of its photons; how often the score falls."""
+    _, counts = _shown_counts(images, labels, min_label)
     rng = np.random.default_rng([seed, 50])
-    counts = np.rint(images[chosen].astype(np.float64) * MODEL_COUNTS_PER_UNIT).astype(np.int64)
     ladders = [counts]
     for step in range(1, len(THIN_STEPS)):   # thinning a thinned image keeps it a binomial sample
         ladders.append(rng.binomial(ladders[-1], THIN_STEPS[step] / THIN_STEPS[step - 1]))
-    scores = np.stack([scorer((ladder / MODEL_COUNTS_PER_UNIT).astype(np.float32)) for ladder in ladders], axis=1)
-    falls = scores[:, 1:] < scores[:, :-1]
-    return {"images": len(chosen), "steps": int(falls.size), "falls": int(falls.sum()),
-            "share": float(falls.mean()) if falls.size else None,
-            "mean_score": [round(float(v), 4) for v in scores.mean(axis=0)]}
+    return _falls(_ladder_scores(scorer, ladders))
 
 
 def thinning_markdown(result: dict) -> str:
@@ -224,7 +251,7 @@ def thinning_markdown(result: dict) -> str:
         return ""
     return (f"## Fewer photons (test split, binomial thinning to 50 / 25 %)\n\nThe score falls in "
             f"**{result['falls']} of {result['steps']} steps** ({result['share']:.0%}) over {result['images']} "
-            f"images with label ≥ 0.1; mean score {' → '.join(f'{v:.3f}' for v in result['mean_score'])}.\n")
+            f"images with label ≥ 0.1; mean score {_arrow(result['mean_score'])}.\n")
 
 
 FLOOR_COUNTS = (2.0, 5.0)   # flat background floors, photons per pixel (real STED: a few counts)
@@ -236,18 +263,14 @@ def floor_check(scorer, images: np.ndarray, labels: np.ndarray, seed: int, compo
     mean score beside the mean label the virtual expert gives the same counts (where labels.csv records
     the label's inputs). A floor costs only the SNR it takes; a model that drops far more than the label
     has learnt a floor as a sign of a bad image."""
-    from stedq.pixels import MODEL_COUNTS_PER_UNIT
     from stedq.training.data.label import quality_after
 
-    chosen = np.flatnonzero(labels >= min_label)
-    if components is not None:
-        chosen = chosen[components[chosen, 3] == 0]   # saturated images: a floor moves their plateau
+    chosen, counts = _shown_counts(images, labels, min_label, components)
     rng = np.random.default_rng([seed, 51])
-    counts = np.rint(images[chosen].astype(np.float64) * MODEL_COUNTS_PER_UNIT).astype(np.int64)
     levels = [counts] + [counts + rng.poisson(level, counts.shape) for level in FLOOR_COUNTS]
-    scores = [float(scorer((c / MODEL_COUNTS_PER_UNIT).astype(np.float32)).mean()) for c in levels]
+    scores = _ladder_scores(scorer, levels)
     result = {"images": len(chosen), "floor_counts": [0.0, *FLOOR_COUNTS],
-              "mean_score": [round(v, 4) for v in scores], "mean_label": None}
+              "mean_score": [round(float(v), 4) for v in scores.mean(axis=0)], "mean_label": None}
     if components is not None and len(chosen):
         result["mean_label"] = [  # noise-free, from the counts (at floor 0: the clean label)
             round(float(np.mean([quality_after(o, c, 1.0, *components[i])
@@ -260,11 +283,9 @@ def floor_markdown(result: dict) -> str:
     if not result["images"]:
         return ""
     floors = " / ".join(f"{v:g}" for v in result["floor_counts"])
-    label = (f"; the virtual expert's label {' → '.join(f'{v:.3f}' for v in result['mean_label'])}"
-             if result["mean_label"] else "")
     return (f"## Background floor (test split, flat Poisson floor of {floors} photons per pixel)\n\n"
-            f"Mean score {' → '.join(f'{v:.3f}' for v in result['mean_score'])} over {result['images']} "
-            f"images with label ≥ 0.1{label}.\n")
+            f"Mean score {_arrow(result['mean_score'])} over {result['images']} "
+            f"images with label ≥ 0.1{_label_clause(result)}.\n")
 
 
 BLUR_STEPS_PX = (1.5, 3.0, 5.0)   # the real-image gate's blur steps (stedq evaluate --real)
@@ -276,21 +297,14 @@ def blur_check(scorer, images: np.ndarray, labels: np.ndarray, seed: int, compon
     by 1.5, 3 and 5 px and detected anew with the same photons; how often the score falls at each step,
     how often the 5 px copy (confocal-like) keeps at most half the score, and, where labels.csv records
     the label's inputs, the mean label the virtual expert gives the same counts."""
-    from stedq.pixels import MODEL_COUNTS_PER_UNIT
     from stedq.training.data.label import blurred_copy, blurred_resolution_nm, expert_quality, image_snr
 
-    chosen = np.flatnonzero(labels >= min_label)
-    if components is not None:
-        chosen = chosen[components[chosen, 3] == 0]
+    chosen, counts = _shown_counts(images, labels, min_label, components)
     rng = np.random.default_rng([seed, 52])
-    counts = np.rint(images[chosen].astype(np.float64) * MODEL_COUNTS_PER_UNIT).astype(np.int64)
     ladders = [counts] + [np.stack([blurred_copy(c, sigma, rng) for c in counts]) for sigma in BLUR_STEPS_PX]
-    scores = np.stack([scorer((ladder / MODEL_COUNTS_PER_UNIT).astype(np.float32)) for ladder in ladders], axis=1)
-    falls = scores[:, 1:] < scores[:, :-1]
-    result = {"images": len(chosen), "sigma_px": [0.0, *BLUR_STEPS_PX], "steps": int(falls.size),
-              "falls": int(falls.sum()), "share": float(falls.mean()) if falls.size else None,
-              "confocal_half": int((scores[:, -1] <= 0.5 * scores[:, 0]).sum()),
-              "mean_score": [round(float(v), 4) for v in scores.mean(axis=0)], "mean_label": None}
+    scores = _ladder_scores(scorer, ladders)
+    result = {**_falls(scores), "sigma_px": [0.0, *BLUR_STEPS_PX],
+              "confocal_half": int((scores[:, -1] <= 0.5 * scores[:, 0]).sum()), "mean_label": None}
     if components is not None and pixel_nm is not None and len(chosen):
         labels_after = [[expert_quality(blurred_resolution_nm(components[i, 0], sigma, pixel_nm[i]),
                                         image_snr(ladder[k])[0], components[i, 1], components[i, 2],
@@ -303,12 +317,10 @@ def blur_check(scorer, images: np.ndarray, labels: np.ndarray, seed: int, compon
 def blur_markdown(result: dict) -> str:
     if not result["steps"]:
         return ""
-    label = (f"; the virtual expert's label {' → '.join(f'{v:.3f}' for v in result['mean_label'])}"
-             if result["mean_label"] else "")
     return (f"## Blur (test split, Gaussian σ 1.5 / 3 / 5 px, detected anew with the same photons)\n\n"
             f"The score falls in **{result['falls']} of {result['steps']} steps** ({result['share']:.0%}); "
             f"the 5 px copy keeps at most half the score for {result['confocal_half']} of {result['images']} "
-            f"images with label ≥ 0.1. Mean score {' → '.join(f'{v:.3f}' for v in result['mean_score'])}{label}.\n")
+            f"images with label ≥ 0.1. Mean score {_arrow(result['mean_score'])}{_label_clause(result)}.\n")
 
 
 def counts_to_unit(images: np.ndarray) -> np.ndarray:
