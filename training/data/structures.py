@@ -7,6 +7,8 @@ acquisition's pixel size (15-35 nm in real STED data; 20 nm by default): a 224 p
 - actin-like: axons whose actin forms rings every ~190 nm (the membrane-associated periodic skeleton
   seen in the paper's hippocampal neurons); a ring seen from the side projects to a line across the axon,
   denser at its edges.
+- axon networks: 3-7 such axons crossing and overlapping over a diffuse label, densely labelled fields
+  as real axonal F-actin images show them (few empty pixels).
 - dendritic actin-like: a dendrite shaft (1-2 um wide) filled with a mesh of short, randomly oriented
   actin filaments, with brighter spine heads along its edge (the dendritic F-actin of real STED data).
 - synaptic puncta: nanoclusters (~50-100 nm) of synaptic proteins (PSD95, Bassoon, Homer1c-like), one to
@@ -30,7 +32,7 @@ STRUCTURES = ("actin", "tubulin")
 REAL_MAP_SHARE = 0.2   # share of samples drawn from pysted's real-structure datamaps
 # The training folder ("actin", after the paper's training protein) mixes these synthetic kinds; the unseen
 # "tubulin" folder keeps single filaments (and pysted's tubulin maps) only.
-TRAINING_KINDS = {"rings": 0.40, "mesh": 0.25, "puncta": 0.15, "bundles": 0.20}
+TRAINING_KINDS = {"rings": 0.20, "network": 0.20, "mesh": 0.25, "puncta": 0.15, "bundles": 0.20}
 PIXEL_SIZES_NM = (15.0, 20.0, 25.0, 30.0, 35.0)
 PYSTED_MAP_NAME = {"actin": "factin", "tubulin": "tubulin"}
 
@@ -71,30 +73,46 @@ def _frame(path: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return tangents, np.stack([-tangents[:, 1], tangents[:, 0]], axis=1)
 
 
-def actin_rings(rng: np.random.Generator, extent: float) -> np.ndarray:
-    """1-2 axons with a periodic ring lattice (~190 nm), random width, bend, ring density and gaps."""
+def _ringed_axon(rng: np.random.Generator, extent: float, width_px: float) -> list[np.ndarray]:
+    """One axon crossing the field with a periodic ring lattice (~190 nm), random bend, ring density and gaps."""
     points = []
-    for _ in range(rng.choice([1, 1, 2])):
-        path = _through_field(rng, extent, turn_sd=rng.uniform(0.002, 0.02))
-        width_px = rng.uniform(18, 40)                      # 360-800 nm axon diameter
-        period_px = rng.normal(RING_PERIOD_NM, 6) / PIXEL_NM
-        per_ring = rng.uniform(0.8, 2.0) * width_px         # molecules per ring
-        tangents, normals = _frame(path)
-        phase = rng.uniform(0, period_px)
-        for k in np.arange(phase, len(path) - 1, period_px):
-            i = int(k)
-            if rng.random() < 0.08:                         # a missing ring, as in real lattices
-                continue
-            n = rng.poisson(per_ring * rng.uniform(0.6, 1.4))
-            # A ring seen from the side: x = r sin(theta) is densest at the membrane edges.
-            across = 0.5 * width_px * np.sin(rng.uniform(-np.pi / 2, np.pi / 2, n))
-            along = rng.normal(0, 0.6, n)                   # ~25 nm ring thickness
-            points.append(path[i] + across[:, None] * normals[i] + along[:, None] * tangents[i])
-        # Sparse actin between the rings (and the axon's faint outline).
-        n_between = rng.poisson(0.25 * len(path) * width_px / period_px)
-        t = rng.integers(0, len(path), n_between)
-        across = 0.5 * width_px * rng.uniform(-1, 1, n_between)
-        points.append(path[t] + across[:, None] * normals[t])
+    path = _through_field(rng, extent, turn_sd=rng.uniform(0.002, 0.02))
+    period_px = rng.normal(RING_PERIOD_NM, 6) / PIXEL_NM
+    per_ring = rng.uniform(0.8, 2.0) * width_px         # molecules per ring
+    tangents, normals = _frame(path)
+    phase = rng.uniform(0, period_px)
+    for k in np.arange(phase, len(path) - 1, period_px):
+        i = int(k)
+        if rng.random() < 0.08:                         # a missing ring, as in real lattices
+            continue
+        n = rng.poisson(per_ring * rng.uniform(0.6, 1.4))
+        # A ring seen from the side: x = r sin(theta) is densest at the membrane edges.
+        across = 0.5 * width_px * np.sin(rng.uniform(-np.pi / 2, np.pi / 2, n))
+        along = rng.normal(0, 0.6, n)                   # ~25 nm ring thickness
+        points.append(path[i] + across[:, None] * normals[i] + along[:, None] * tangents[i])
+    # Sparse actin between the rings (and the axon's faint outline).
+    n_between = rng.poisson(0.25 * len(path) * width_px / period_px)
+    t = rng.integers(0, len(path), n_between)
+    across = 0.5 * width_px * rng.uniform(-1, 1, n_between)
+    points.append(path[t] + across[:, None] * normals[t])
+    return points
+
+
+def actin_rings(rng: np.random.Generator, extent: float) -> np.ndarray:
+    """1-2 axons with a periodic ring lattice, 360-800 nm wide."""
+    return np.concatenate([part for _ in range(rng.choice([1, 1, 2]))
+                           for part in _ringed_axon(rng, extent, rng.uniform(18, 40))])
+
+
+def axon_network(rng: np.random.Generator, extent: float) -> np.ndarray:
+    """A densely labelled field, as axonal F-actin in cultured neurons is usually imaged: 3-7 ringed axons
+    crossing and overlapping (300-700 nm wide), over a diffuse label of the tissue around them. Few
+    pixels are empty and the median count is structure, not background (the sparse kinds are 50-80 %
+    empty)."""
+    points = [part for _ in range(int(rng.integers(3, 8)))
+              for part in _ringed_axon(rng, extent, rng.uniform(15, 35))]
+    n_diffuse = rng.poisson(rng.uniform(300, 1500) * (extent / FIELD_PX) ** 2)
+    points.append(rng.uniform(0, extent, (n_diffuse, 2)))
     return np.concatenate(points)
 
 
@@ -190,7 +208,7 @@ def pysted_real_map(structure: str, rng: np.random.Generator, pixel_nm: float = 
     return rng.poisson(expected).astype(np.int64)
 
 
-GENERATORS = {"rings": actin_rings, "mesh": actin_mesh, "puncta": synapse_puncta, "bundles": tubulin_bundles,
+GENERATORS = {"rings": actin_rings, "network": axon_network, "mesh": actin_mesh, "puncta": synapse_puncta, "bundles": tubulin_bundles,
               "filaments": tubulin_filaments}
 
 
