@@ -11,7 +11,7 @@ import numpy as np
 from stedq.training.data.calibration import pyplot
 from stedq.training.data.preview import sheet_cell, show_counts
 
-GROUPS = [("synthetic-rings", "sted"), ("synthetic-mesh", "sted"), ("synthetic-puncta", "sted"),
+GROUPS = [("synthetic-rings", "sted"), ("synthetic-network", "sted"), ("synthetic-mesh", "sted"), ("synthetic-puncta", "sted"),
           ("synthetic-bundles", "sted"), ("pysted-factin", "sted"), ("synthetic-filaments", "sted"),
           ("pysted-tubulin", "sted"), (None, "confocal"), (None, "out_of_focus"), (None, "bleached"),
           (None, "saturated"), (None, "shuffled"), (None, "empty")]
