@@ -49,10 +49,10 @@ DEFAULT_INT8_PLACEMENTS = ("conv2-6", "conv3-6", "conv4-6", "conv5-6")
 
 
 def quantize_int8(fp32: onnx.ModelProto, calibration_images: np.ndarray, placement: str = "conv2-6", *,
-                  method: str = "minmax") -> onnx.ModelProto:
+                  method: str = "minmax", also_quantize: tuple[str, ...] = ()) -> onnx.ModelProto:
     """Static QDQ quantization (U8 activations, S8 per-channel weights) calibrated on `calibration_images`
     (N, H, W); `placement` (INT8_PLACEMENTS) says which convs are quantized, "all" quantizes every Conv
-    and Gemm.
+    and Gemm; `also_quantize` adds op types (e.g. "Relu", "MaxPool") so that they run on INT8 data too.
 
     The quantized convs run as QLinearConv in onnxruntime's CPU provider. ELU has no quantized kernel,
     so each block pays a DequantizeLinear/QuantizeLinear round trip around it.
@@ -77,6 +77,7 @@ def quantize_int8(fp32: onnx.ModelProto, calibration_images: np.ndarray, placeme
             op_types, exclude = ["Conv", "Gemm"], []
         else:
             op_types, exclude = ["Conv"], convs[:INT8_PLACEMENTS[placement]]
+        op_types += list(also_quantize)
         reader = _ImageReader(fp32.graph.input[0].name, calibration_images)
         try:
             quantize_static(
