@@ -27,7 +27,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from torch import nn
 
 from stedq.export.onnx_graph import export_onnx
 from stedq.export.variants import quantize_int8
@@ -40,13 +39,7 @@ QUANTIZED_TOO = ("Relu", "MaxPool")
 
 def build(activation: str, seed: int = 0) -> onnx.ModelProto:
     torch.manual_seed(seed)
-    net = QualityNet()
-    if activation == "relu":
-        for parent in net.modules():
-            for name, child in parent.named_children():
-                if isinstance(child, nn.ELU):
-                    setattr(parent, name, nn.ReLU())
-    net.eval()
+    net = QualityNet(activation=activation).eval()
     return export_onnx(NormalizedQualityNet(net, mean=0.0003, std=0.0005).eval())
 
 
