@@ -14,7 +14,7 @@ import torch
 
 import stedq
 from stedq.export.errors import ExportError
-from stedq.training.checkpoint import CheckpointError, load_checkpoint
+from stedq.training.checkpoint import CheckpointError, checkpoint_activation, load_checkpoint
 from stedq.training.model import NormalizedQualityNet, QualityNet
 
 PLACEHOLDER_MEAN = 0.1
@@ -80,6 +80,9 @@ def build_export_model(checkpoint: dict[str, Any]) -> NormalizedQualityNet:
     mean, std = float(norm["mean"]), float(norm["std"])
     if not (torch.isfinite(torch.tensor([mean, std])).all() and std > 0):
         raise ExportError(f"{where}: normalization must be finite with std > 0, got mean={mean}, std={std}")
-    net = QualityNet()
+    try:
+        net = QualityNet(activation=checkpoint_activation(checkpoint))
+    except ValueError as exc:
+        raise ExportError(f"{where}: {exc}") from None
     net.load_state_dict(checkpoint["model"])
     return NormalizedQualityNet(net, mean, std).eval()

@@ -46,6 +46,9 @@ class _ImageReader:
 # see docs/export.md).
 INT8_PLACEMENTS: dict[str, int] = {f"conv{k}-6": k - 1 for k in range(2, 7)}   # value: convs kept FP32
 DEFAULT_INT8_PLACEMENTS = ("conv2-6", "conv3-6", "conv4-6", "conv5-6")
+# A ReLU network (QualityNet(activation="relu")) quantizes these too: ReLU then folds into the convolution's
+# output scale and max-pooling runs on INT8 data, so no block pays a Dequantize/Quantize round trip.
+RELU_INT8_OPS = ("Relu", "MaxPool")
 
 
 def quantize_int8(fp32: onnx.ModelProto, calibration_images: np.ndarray, placement: str = "conv2-6", *,

@@ -36,7 +36,8 @@ from stedq.export.gate import MAX_MEAN_ABS_DIFF, MIN_SPEARMAN, GateResult, accur
 from stedq.export.onnx_graph import DEFAULT_OPSET, export_onnx
 from stedq.export.parity import PARITY_BATCH_SIZES, PARITY_TOLERANCE, check_parity
 from stedq.export.runtime import cpu_session, images_per_second, score
-from stedq.export.variants import DEFAULT_INT8_PLACEMENTS, convert_fp16, quantize_int8
+from stedq.export.variants import DEFAULT_INT8_PLACEMENTS, RELU_INT8_OPS, convert_fp16, quantize_int8
+from stedq.training.checkpoint import checkpoint_activation
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,8 @@ def _export_into(staging: Path, out: Path, checkpoint: dict[str, Any], model, op
             if variant == "int8":
                 log.info("INT8 (%s): static QDQ quantization, calibrated on %d images", placement,
                          len(options.calibration_images))
-                candidate = quantize_int8(models["fp32"], options.calibration_images, placement)
+                also = RELU_INT8_OPS if checkpoint_activation(checkpoint) == "relu" else ()
+                candidate = quantize_int8(models["fp32"], options.calibration_images, placement, also_quantize=also)
             else:
                 log.info("FP16: converting (float32 I/O kept)")
                 candidate = convert_fp16(models["fp32"])

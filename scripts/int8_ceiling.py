@@ -29,12 +29,8 @@ import onnxruntime as ort
 import torch
 
 from stedq.export.onnx_graph import export_onnx
-from stedq.export.variants import quantize_int8
+from stedq.export.variants import RELU_INT8_OPS, quantize_int8
 from stedq.training.model import NormalizedQualityNet, QualityNet
-
-# Beside every Conv and Gemm: ReLU folds into the convolution's output scale only when it is quantized
-# itself, and max-pooling runs on INT8 data (left in float, each block pays a Dequantize/Quantize pair).
-QUANTIZED_TOO = ("Relu", "MaxPool")
 
 
 def build(activation: str, seed: int = 0) -> onnx.ModelProto:
@@ -77,7 +73,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stedq-int8-ceiling-") as tmp:
         for activation in ("elu", "relu"):
             fp32 = build(activation)
-            for precision, model in (("fp32", fp32), ("int8", quantize_int8(fp32, calibration, "all", also_quantize=QUANTIZED_TOO))):
+            for precision, model in (("fp32", fp32), ("int8", quantize_int8(fp32, calibration, "all", also_quantize=RELU_INT8_OPS))):
                 key = f"{activation}-{precision}"
                 optimized = Path(tmp, f"{key}.onnx")
                 sessions[key] = session(model, args.threads, optimized)

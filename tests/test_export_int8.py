@@ -12,8 +12,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from stedq.export.checkpoint import build_export_model, untrained_checkpoint
+from stedq.export.errors import ExportError
 from stedq.export.onnx_graph import export_onnx
-from stedq.export.variants import quantize_int8
+from stedq.export.variants import RELU_INT8_OPS, quantize_int8
 from stedq.training.model import NormalizedQualityNet, QualityNet
 
 
@@ -30,7 +32,7 @@ def test_relu_network_runs_int8_end_to_end(tmp_path):
     fp32 = export_onnx(NormalizedQualityNet(QualityNet(activation="relu"), mean=0.0003, std=0.0005).eval())
     rng = np.random.default_rng(0)
     calibration = (rng.poisson(10, (16, 224, 224)) / 65535).astype(np.float32)
-    ops = optimized_ops(quantize_int8(fp32, calibration, "all", also_quantize=("Relu", "MaxPool")), tmp_path)
+    ops = optimized_ops(quantize_int8(fp32, calibration, "all", also_quantize=RELU_INT8_OPS), tmp_path)
     assert ops["QLinearConv"] == 6 and ops["QGemm"] == 3, ops
     assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 1, ops
     assert "Relu" not in ops and "Conv" not in ops, ops
@@ -41,3 +43,13 @@ def test_relu_network_runs_int8_end_to_end(tmp_path):
 def test_unknown_activation_is_refused():
     with pytest.raises(ValueError, match="unknown activation 'gelu'"):
         QualityNet(activation="gelu")
+
+
+def test_checkpoint_activation_reaches_the_exported_graph():
+    checkpoint = untrained_checkpoint()
+    checkpoint["config"] = {"activation": "relu"}
+    ops = {node.op_type for node in export_onnx(build_export_model(checkpoint)).graph.node}
+    assert "Relu" in ops and "Elu" not in ops, ops
+    checkpoint["config"] = {"activation": "gelu"}
+    with pytest.raises(ExportError, match="unknown activation 'gelu'"):
+        build_export_model(checkpoint)

@@ -14,6 +14,7 @@ from stedq.training.augment import dihedral
 from stedq.training.checkpoint import (
     REQUIRED_KEYS,
     CheckpointError,
+    build_model,
     build_normalized_model,
     load_checkpoint,
 )
@@ -293,3 +294,10 @@ def test_precise_batch_norm_averages_the_given_batches(tmp_path):
     summary = train(tiny_dataset(), tmp_path / "precise", config(epochs=1, precise_bn=8))
     assert np.isfinite(summary["best_val_rmse"])
     assert load_checkpoint(tmp_path / "precise")["config"]["precise_bn"] == 8
+
+
+def test_relu_run_is_rebuilt_with_relu(tmp_path):
+    train(tiny_dataset(), tmp_path / "relu", config(epochs=1, activation="relu"))
+    model = build_model(load_checkpoint(tmp_path / "relu"))
+    activations = {type(m).__name__ for m in model.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.ELU))}
+    assert activations == {"ReLU"}

@@ -64,9 +64,15 @@ def load_checkpoint(path_or_run_dir: str | Path, map_location: str | torch.devic
     return checkpoint
 
 
+def checkpoint_activation(checkpoint: dict[str, Any]) -> str:
+    """The activation the checkpoint was trained with (checkpoints before --activation: the paper's ELU)."""
+    config = checkpoint.get("config")
+    return str(config.get("activation", "elu")) if isinstance(config, dict) else "elu"
+
+
 def build_model(checkpoint: dict[str, Any]) -> QualityNet:
     """QualityNet with the checkpoint's weights, in eval mode."""
-    model = QualityNet()
+    model = QualityNet(activation=checkpoint_activation(checkpoint))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as exc:

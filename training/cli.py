@@ -11,7 +11,7 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from stedq.training.config import PAIR_LOSSES
+from stedq.training.config import ACTIVATIONS, PAIR_LOSSES
 from stedq.training.data import cli as data_cli
 
 # Flag help for TrainConfig fields (train.py holds the defaults; this holds the words).
@@ -53,6 +53,9 @@ TRAIN_HELP = {
                  "difference) or hinge (only a copy that does not lose at least its label's drop is "
                  "penalized, linearly: every pair counts alike, not just the large blur drops) or "
                  "mse+hinge (both: the hinge orders each pair, the squared error keeps the drop's size)",
+    "activation": "the network's activation: elu (the paper's) or relu (not in the paper: it folds into "
+                  "onnxruntime's INT8 convolutions, so an INT8 export runs INT8 from input to head; see "
+                  "scripts/int8_ceiling.py)",
     "precise_bn": "after each epoch, recompute the batch-norm statistics over this many training items "
                   "(as the epoch feeds them) instead of the running average of the last ~10 batches; "
                   "steadier validation (not in the paper; 0 = off)",
@@ -63,7 +66,8 @@ TRAIN_HELP = {
     "max_minutes": "stop before an epoch that would end past this many minutes (0 = no limit)",
 }
 CHOICES = {"device": ["auto", "cpu", "cuda"], "precision": ["auto", "bf16", "fp32"],
-           "lr_schedule": ["constant", "cosine"], "pair_loss": list(PAIR_LOSSES)}
+           "lr_schedule": ["constant", "cosine"], "pair_loss": list(PAIR_LOSSES),
+           "activation": list(ACTIVATIONS)}
 
 TRAIN_EPILOG = """\
 writes OUT/best.pt (best validation weights, written when training ends), OUT/last.pt (every epoch),

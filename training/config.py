@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 PAIR_LOSSES = ("mse", "hinge", "mse+hinge")   # --pair-loss choices (augment.pair_loss)
+ACTIVATIONS = ("elu", "relu")                 # --activation choices (model.QualityNet)
 
 
 @dataclass
@@ -32,6 +33,7 @@ class TrainConfig:
     pair_share: float = 0.0        # per batch, this share of its size again as (original, changed copy) pairs
     pair_weight: float = 1.0       # weight of the pairs' score-difference loss against the plain MSE
     pair_loss: str = "mse"         # mse (difference fitted to the label's) | hinge (drop at least the label's) | mse+hinge
+    activation: str = "elu"        # elu (the paper) | relu (folds into INT8 convolutions)
     precise_bn: int = 0            # training items whose batch-norm statistics replace the running ones each epoch
     device: str = "auto"           # auto | cpu | cuda
     precision: str = "auto"        # auto (bf16 where native) | bf16 | fp32

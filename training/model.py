@@ -13,20 +13,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stedq.training.config import ACTIVATIONS
+
 INPUT_SIZE = 224
 CONV_CHANNELS = (32, 64, 128, 192, 256, 320)
 FC_FEATURES = (512, 256)
 DROPOUT = 0.2
 # The paper's ELU; ReLU only where a measured reason needs it: it folds into an INT8 convolution, ELU
 # has no INT8 kernel (scripts/int8_ceiling.py, docs/benchmarks.md).
-ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU}
+ACTIVATION_MODULES = dict(zip(ACTIVATIONS, (nn.ELU, nn.ReLU), strict=True))
 
 
 def _conv_block(in_channels: int, out_channels: int, batch_norm: bool, activation: str) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)]
     if batch_norm:
         layers.append(nn.BatchNorm2d(out_channels))
-    layers += [ACTIVATIONS[activation](), nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)]
+    layers += [ACTIVATION_MODULES[activation](), nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)]
     return nn.Sequential(*layers)
 
 
@@ -46,7 +48,7 @@ class QualityNet(nn.Module):
         flat = channels * side * side  # 320 * 4 * 4 = 5120
         fc: list[nn.Module] = [nn.Flatten()]
         for out_features in FC_FEATURES:
-            fc += [nn.Linear(flat, out_features), nn.BatchNorm1d(out_features), ACTIVATIONS[activation](), nn.Dropout(DROPOUT)]
+            fc += [nn.Linear(flat, out_features), nn.BatchNorm1d(out_features), ACTIVATION_MODULES[activation](), nn.Dropout(DROPOUT)]
             flat = out_features
         fc += [nn.Linear(flat, 1), nn.Sigmoid()]
         self.head = nn.Sequential(*fc)

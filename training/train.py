@@ -259,7 +259,7 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
                                                 "data_hash": ds.hash, **data_info["split"]}, indent=1) + "\n")
 
     torch.manual_seed(config.seed)
-    model = QualityNet().to(device)
+    model = QualityNet(activation=config.activation).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
