@@ -85,7 +85,7 @@ def ratios(results: dict, max_batch_size: int, clients: int = 32) -> dict[str, d
     scenarios = _by_id(results)
     out: dict[str, dict] = {}
     for entry in scenarios.values():
-        if entry["system"] == "in-process" or not entry["runs"]:
+        if entry["system"] in ("in-process", "grpc-floor") or not entry["runs"]:
             continue
         ref = limit_id(entry, scenarios, max_batch_size)
         value = _ratio(entry, scenarios.get(ref))
@@ -125,6 +125,10 @@ def targets(results: dict, batch: int = 32, clients: int = 32) -> list[dict]:
     add("single-image p50 overhead (ms)", "<= 0.5",
         _paired(s.get("stedq/v1/unary/b1"), s.get("in-process/fp32/b1"), lambda x, y: x["p50_ms"] - y["p50_ms"]),
         lambda v: v <= 0.5, "p50 of stedq/v1/unary/b1 (one caller, client library) minus p50 of in-process/fp32/b1")
+    add("single-image p50 of Python gRPC alone (ms; the floor under the overhead, reference)", "–",
+        _paired(s.get("grpc-floor/v1/unary/b1"), s.get("grpc-floor/v1/unary/b1"), lambda x, _: x["p50_ms"]), lambda v: None,
+        "p50 of grpc-floor/v1/unary/b1: the same client against a bare grpc.aio QualityService that answers "
+        "at once (no decoding, batching, model or interceptors; stedq.bench.grpc_floor)")
     add("single-image p50 overhead (ms), --no-batching server (reference)", "<= 0.5",
         _paired(s.get("stedq/v1/concurrency/c1/no-batching"), s.get("in-process/fp32/b1"),
                 lambda x, y: x["p50_ms"] - y["p50_ms"]),

@@ -19,7 +19,14 @@ from tqdm import tqdm
 from stedq.bench.closed_loop import run_sync
 from stedq.bench.loadgen import bench_images
 from stedq.bench.plan import BenchOptions, Scenario, build_plan
-from stedq.bench.servers import ServerFailed, ServerProcess, mlserver_server, paper_server, stedq_server
+from stedq.bench.servers import (
+    ServerFailed,
+    ServerProcess,
+    floor_server,
+    mlserver_server,
+    paper_server,
+    stedq_server,
+)
 from stedq.bench.stats import summarize
 from stedq.engine import Engine
 from stedq.pixels import to_model_input
@@ -100,6 +107,7 @@ class Bench:
             "stedq-no-batching": lambda: stedq_server(
                 self.logs, model=s.model, batching=False, threads=threads, device=device,
                 max_batch_size=s.max_batch_size, max_queue_delay_ms=s.max_queue_delay_ms, variant=s.variant),
+            "grpc-floor": lambda: floor_server(self.logs),
             "paper-http": lambda: paper_server(self.logs, model=s.model, threads=threads, device=device),
             "mlserver": lambda: mlserver_server(
                 self.logs, o.out / "work", mlserver_env=o.mlserver_env, onnx_file=self.engines["fp32"].info.path,

@@ -155,6 +155,16 @@ def stedq_server(logs: Path, *, model: Path | None, batching: bool, threads: int
     return server
 
 
+def floor_server(logs: Path) -> ServerProcess:
+    """A bare grpc.aio QualityService that answers at once (stedq.bench.grpc_floor): Python gRPC's own cost."""
+    port = free_port()
+    command = [sys.executable, "-m", "stedq.bench.grpc_floor", "--port", str(port)]
+    server = ServerProcess("grpc-floor", command, f"127.0.0.1:{port}", logs / "grpc-floor.log")
+    server.ready = lambda: grpc_serving(server.target)
+    server.start()
+    return server
+
+
 def paper_server(logs: Path, *, model: Path | None, threads: int, device: str) -> ServerProcess:
     port = free_port()
     command = [sys.executable, "-m", "stedq.bench.paper_http", "--port", str(port), "--threads", str(threads),
