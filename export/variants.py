@@ -75,12 +75,12 @@ def quantize_int8(fp32: onnx.ModelProto, calibration_images: np.ndarray, placeme
         # Shape inference and graph optimization first, as onnxruntime's quantization guide advises.
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         graph = onnx.load(pre).graph
-        convs = [node.name for node in graph.node if node.op_type == "Conv"]
-        if placement == "all":
-            op_types, exclude = ["Conv", "Gemm"], []
-        else:
-            op_types, exclude = ["Conv"], convs[:INT8_PLACEMENTS[placement]]
+        op_types = ["Conv", "Gemm"] if placement == "all" else ["Conv"]
         op_types += list(also_quantize)
+        # "convK-6": every node of those op types before the K-th convolution stays FP32.
+        conv_positions = [i for i, node in enumerate(graph.node) if node.op_type == "Conv"]
+        first = 0 if placement == "all" else conv_positions[INT8_PLACEMENTS[placement]]
+        exclude = [node.name for node in graph.node[:first] if node.op_type in op_types]
         reader = _ImageReader(fp32.graph.input[0].name, calibration_images)
         try:
             quantize_static(

@@ -27,11 +27,17 @@ def optimized_ops(model: onnx.ModelProto, tmp_path) -> Counter:
     return Counter(node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
 
 
-def test_relu_network_runs_int8_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def relu_graph():
+    """A ReLU QualityNet's FP32 graph (seeded random weights: speed and placement do not depend on them)
+    and photon-count-like calibration images."""
     torch.manual_seed(0)
     fp32 = export_onnx(NormalizedQualityNet(QualityNet(activation="relu"), mean=0.0003, std=0.0005).eval())
-    rng = np.random.default_rng(0)
-    calibration = (rng.poisson(10, (16, 224, 224)) / 65535).astype(np.float32)
+    return fp32, (np.random.default_rng(0).poisson(10, (16, 224, 224)) / 65535).astype(np.float32)
+
+
+def test_relu_network_runs_int8_end_to_end(relu_graph, tmp_path):
+    fp32, calibration = relu_graph
     ops = optimized_ops(quantize_int8(fp32, calibration, "all", also_quantize=RELU_INT8_OPS), tmp_path)
     assert ops["QLinearConv"] == 6 and ops["QGemm"] == 3, ops
     assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 1, ops
@@ -53,3 +59,9 @@ def test_checkpoint_activation_reaches_the_exported_graph():
     checkpoint["config"] = {"activation": "gelu"}
     with pytest.raises(ExportError, match="unknown activation 'gelu'"):
         build_export_model(checkpoint)
+
+
+def test_placement_keeps_the_early_blocks_float(relu_graph, tmp_path):
+    fp32, calibration = relu_graph
+    ops = optimized_ops(quantize_int8(fp32, calibration, "conv5-6", also_quantize=RELU_INT8_OPS), tmp_path)
+    assert ops["QLinearConv"] == 2 and ops["QuantizeLinear"] == 1, ops   # one entry into INT8, at conv 5
