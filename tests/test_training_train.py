@@ -301,3 +301,7 @@ def test_relu_run_is_rebuilt_with_relu(tmp_path):
     model = build_model(load_checkpoint(tmp_path / "relu"))
     activations = {type(m).__name__ for m in model.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.ELU))}
     assert activations == {"ReLU"}
+    checkpoint = load_checkpoint(tmp_path / "relu")
+    checkpoint["config"]["activation"] = "gelu"
+    with pytest.raises(CheckpointError, match="unknown activation 'gelu'"):
+        build_model(checkpoint)

@@ -72,11 +72,13 @@ def checkpoint_activation(checkpoint: dict[str, Any]) -> str:
 
 def build_model(checkpoint: dict[str, Any]) -> QualityNet:
     """QualityNet with the checkpoint's weights, in eval mode."""
-    model = QualityNet(activation=checkpoint_activation(checkpoint))
+    where = checkpoint.get("path", "checkpoint")
     try:
+        model = QualityNet(activation=checkpoint_activation(checkpoint))
         model.load_state_dict(checkpoint["model"])
+    except ValueError as exc:   # an activation this version does not know
+        raise CheckpointError(f"{where}: {exc}") from None
     except RuntimeError as exc:
-        where = checkpoint.get("path", "checkpoint")
         raise CheckpointError(f"{where}: weights do not fit QualityNet: {str(exc).splitlines()[0]}") from None
     return model.eval()
 
