@@ -16,7 +16,7 @@ GOOD = dict(dwell_time_us=40.0, p_ex_uw=15.0, p_sted_mw=60.0)
 FIELDS = [("actin", 0, None, 20.0), ("actin", 2, None, 20.0), ("tubulin", 1, None, 20.0), ("tubulin", 3, None, 20.0),
           ("actin", 4, "rings", 35.0), ("actin", 5, "mesh", 15.0), ("actin", 6, "puncta", 20.0),
           ("actin", 7, "puncta", 35.0), ("actin", 8, "bundles", 15.0), ("actin", 9, "bundles", 30.0),
-          ("actin", 10, "network", 15.0), ("actin", 11, "network", 30.0)]
+          ("actin", 10, "network", 15.0), ("actin", 11, "network", 30.0), ("actin", 12, "bundle-network", 20.0)]
 
 
 def microscope(structure, seed, kind=None, pixel_nm=20.0, **options):

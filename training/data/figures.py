@@ -12,7 +12,7 @@ from stedq.training.data.calibration import pyplot
 from stedq.training.data.preview import sheet_cell, show_counts
 
 GROUPS = [("synthetic-rings", "sted"), ("synthetic-network", "sted"), ("synthetic-mesh", "sted"), ("synthetic-puncta", "sted"),
-          ("synthetic-bundles", "sted"), ("pysted-factin", "sted"), ("synthetic-filaments", "sted"),
+          ("synthetic-bundles", "sted"), ("synthetic-bundle-network", "sted"), ("pysted-factin", "sted"), ("synthetic-filaments", "sted"),
           ("pysted-tubulin", "sted"), (None, "confocal"), (None, "out_of_focus"), (None, "bleached"),
           (None, "saturated"), (None, "shuffled"), (None, "empty")]
 REAL_PIXEL_NM = (15.0, 35.0)   # pixel sizes of published STED data (../shared/FACTS.md)

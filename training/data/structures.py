@@ -14,6 +14,8 @@ acquisition's pixel size (15-35 nm in real STED data; 20 nm by default): a 224 p
 - synaptic puncta: nanoclusters (~50-100 nm) of synaptic proteins (PSD95, Bassoon, Homer1c-like), one to
   four per synapse, synapses scattered along a few unseen dendrites, over a faint diffuse label.
 - tubulin bundles: an axon's microtubules, 4-12 parallel filaments 30-80 nm apart following one path.
+- bundle networks: 4-9 such bundles crossing and overlapping, a few single microtubules, a diffuse label:
+  the densely labelled tubulin field, as axon networks are for F-actin.
 - tubulin-like: long, gently curved filaments (microtubules, ~25 nm thick) crossing the field.
 - pysted's own real-structure maps ("factin", "tubulin"), randomly flipped/rotated and rescaled, add the
   irregularity of real samples to a share of the images.
@@ -32,7 +34,8 @@ STRUCTURES = ("actin", "tubulin")
 REAL_MAP_SHARE = 0.2   # share of samples drawn from pysted's real-structure datamaps
 # The training folder ("actin", after the paper's training protein) mixes these synthetic kinds; the unseen
 # "tubulin" folder keeps single filaments (and pysted's tubulin maps) only.
-TRAINING_KINDS = {"rings": 0.20, "network": 0.20, "mesh": 0.25, "puncta": 0.15, "bundles": 0.20}
+TRAINING_KINDS = {"rings": 0.20, "network": 0.20, "mesh": 0.20, "puncta": 0.15, "bundles": 0.10,
+                  "bundle-network": 0.15}
 PIXEL_SIZES_NM = (15.0, 20.0, 25.0, 30.0, 35.0)
 PYSTED_MAP_NAME = {"actin": "factin", "tubulin": "tubulin"}
 
@@ -157,20 +160,38 @@ def synapse_puncta(rng: np.random.Generator, extent: float) -> np.ndarray:
     return np.concatenate(points)
 
 
-def tubulin_bundles(rng: np.random.Generator, extent: float) -> np.ndarray:
-    """1-2 axons: 4-12 parallel microtubules, 30-80 nm apart, along one path, each wandering a little."""
+def _microtubule_bundle(rng: np.random.Generator, extent: float) -> list[np.ndarray]:
+    """One axon's microtubules crossing the field: 4-12 parallel filaments, 30-80 nm apart, each wandering."""
     points = []
-    for _ in range(int(rng.choice([1, 1, 2]))):
-        path = _through_field(rng, extent, turn_sd=rng.uniform(0.002, 0.015), step_px=0.5)
-        _, normals = _frame(path)
-        n_tubes = int(rng.integers(4, 13))
-        spacing = rng.uniform(1.5, 4.0)
-        offsets = (np.arange(n_tubes) - (n_tubes - 1) / 2) * spacing
-        for offset in offsets:
-            wander = np.convolve(rng.normal(0, 0.6, len(path) + 200), np.ones(200) / 14, mode="same")[:len(path)]
-            keep = rng.random(len(path)) < rng.uniform(0.4, 1.1) * 0.5
-            line = path + (offset + wander)[:, None] * normals
-            points.append(line[keep] + rng.normal(0, 0.5, (int(keep.sum()), 2)))
+    path = _through_field(rng, extent, turn_sd=rng.uniform(0.002, 0.015), step_px=0.5)
+    _, normals = _frame(path)
+    n_tubes = int(rng.integers(4, 13))
+    spacing = rng.uniform(1.5, 4.0)
+    offsets = (np.arange(n_tubes) - (n_tubes - 1) / 2) * spacing
+    for offset in offsets:
+        wander = np.convolve(rng.normal(0, 0.6, len(path) + 200), np.ones(200) / 14, mode="same")[:len(path)]
+        keep = rng.random(len(path)) < rng.uniform(0.4, 1.1) * 0.5
+        line = path + (offset + wander)[:, None] * normals
+        points.append(line[keep] + rng.normal(0, 0.5, (int(keep.sum()), 2)))
+    return points
+
+
+def tubulin_bundles(rng: np.random.Generator, extent: float) -> np.ndarray:
+    """1-2 axons, each a bundle of microtubules along one path."""
+    return np.concatenate([part for _ in range(int(rng.choice([1, 1, 2])))
+                           for part in _microtubule_bundle(rng, extent)])
+
+
+def bundle_network(rng: np.random.Generator, extent: float) -> np.ndarray:
+    """A densely labelled tubulin field: 4-9 axons' microtubule bundles crossing and overlapping, with a
+    few single microtubules between them, over a diffuse label (as axon_network is for F-actin)."""
+    points = [part for _ in range(int(rng.integers(4, 10))) for part in _microtubule_bundle(rng, extent)]
+    for _ in range(int(rng.integers(0, 4))):
+        path = _through_field(rng, extent, turn_sd=rng.uniform(0.005, 0.04), step_px=0.5)
+        keep = rng.random(len(path)) < rng.uniform(0.4, 1.1)
+        points.append(path[keep] + rng.normal(0, 0.5, (int(keep.sum()), 2)))
+    n_diffuse = rng.poisson(rng.uniform(300, 1500) * (extent / FIELD_PX) ** 2)
+    points.append(rng.uniform(0, extent, (n_diffuse, 2)))
     return np.concatenate(points)
 
 
@@ -208,8 +229,8 @@ def pysted_real_map(structure: str, rng: np.random.Generator, pixel_nm: float = 
     return rng.poisson(expected).astype(np.int64)
 
 
-GENERATORS = {"rings": actin_rings, "network": axon_network, "mesh": actin_mesh, "puncta": synapse_puncta, "bundles": tubulin_bundles,
-              "filaments": tubulin_filaments}
+GENERATORS = {"rings": actin_rings, "network": axon_network, "mesh": actin_mesh, "puncta": synapse_puncta,
+              "bundles": tubulin_bundles, "bundle-network": bundle_network, "filaments": tubulin_filaments}
 
 
 def random_datamap(structure: str, rng: np.random.Generator, pixel_nm: float = PIXEL_NM,
