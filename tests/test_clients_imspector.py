@@ -27,7 +27,7 @@ from stedq.clients.loop import MissingScoreScorer, axes_from_ranges, run_loop
 from stedq.clients.optimizer import ThompsonOptimizer
 from tests.conftest import REPO_ROOT
 from tests.imspector_standin import Application, Measurement, Stack
-from tests.server_support import ThreadedServer, model_bundle, server_settings
+from tests.server_support import ThreadedServer, model_bundle, read_version, server_settings
 
 REAL = REPO_ROOT / "validation" / "real-dev" / "degraded"
 PATHS = {"dwell_time_us": ("ExpControl/scan/dwelltime", 1e-6), "p_ex_uw": ("Lasers/488/power", 1.0),
@@ -63,7 +63,7 @@ def test_a_measurement_is_scored_on_its_sted_channel(server):
         (want,) = client.score_images([sted], pixel_size_nm=25.0)
     assert result.scored and result.error == ""
     assert result.score == pytest.approx(want.score, abs=1e-6) and result.fit == want.fit
-    assert result.model_version == "1.1.0" and result.key == measurement.name()
+    assert result.model_version == read_version(model_bundle()) and result.key == measurement.name()
 
 
 def test_many_measurements_are_submitted_without_waiting(server):
