@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/int8-ceiling.json"))
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     rng = np.random.default_rng(0)
     # Photon-count-like images scaled as the pixel contract does (counts / 65535): the calibration range.
     calibration = (rng.poisson(rng.uniform(1, 40, (64, 1, 1)), (64, 224, 224)) / 65535).astype(np.float32)
@@ -89,7 +90,7 @@ def main() -> None:
             f"{key} b32 {rates[key][32][-1]:.0f}/s" for key in sessions), flush=True)
 
     result = {"threads": args.threads, "rounds": args.rounds, "seconds_per_point": args.seconds,
-              "load_average_before": os.getloadavg()[0], "graph_ops": graph_ops, "images_per_s": {}, "int8_speedup": {}}
+              "load_average_before": load_before, "graph_ops": graph_ops, "images_per_s": {}, "int8_speedup": {}}
     for key in sessions:
         result["images_per_s"][key] = {size: float(np.median(v)) for size, v in rates[key].items()}
     for activation in ("elu", "relu"):
