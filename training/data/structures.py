@@ -71,6 +71,11 @@ def _rasterize(points: np.ndarray, pixel_nm: float = PIXEL_NM) -> np.ndarray:
     return grid
 
 
+def _diffuse_label(rng: np.random.Generator, extent: float, low: float, high: float) -> np.ndarray:
+    """Molecules scattered uniformly over the field (low-high per 224 px field at 20 nm): unspecific label."""
+    return rng.uniform(0, extent, (rng.poisson(rng.uniform(low, high) * (extent / FIELD_PX) ** 2), 2))
+
+
 def _frame(path: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unit tangents and normals along a path."""
     tangents = np.gradient(path, axis=0)
@@ -116,8 +121,7 @@ def axon_network(rng: np.random.Generator, extent: float) -> np.ndarray:
     empty)."""
     points = [part for _ in range(int(rng.integers(3, 8)))
               for part in _ringed_axon(rng, extent, rng.uniform(15, 35))]
-    n_diffuse = rng.poisson(rng.uniform(300, 1500) * (extent / FIELD_PX) ** 2)
-    points.append(rng.uniform(0, extent, (n_diffuse, 2)))
+    points.append(_diffuse_label(rng, extent, 300, 1500))
     return np.concatenate(points)
 
 
@@ -157,8 +161,7 @@ def synapse_puncta(rng: np.random.Generator, extent: float) -> np.ndarray:
                 centre = synapse + rng.normal(0, 4, 2)
                 n = rng.poisson(rng.uniform(15, 60))
                 points.append(centre + rng.normal(0, rng.uniform(1.0, 2.2), (n, 2)))
-    n_diffuse = rng.poisson(rng.uniform(100, 400) * (extent / FIELD_PX) ** 2)
-    points.append(rng.uniform(0, extent, (n_diffuse, 2)))
+    points.append(_diffuse_label(rng, extent, 100, 400))
     return np.concatenate(points)
 
 
@@ -192,8 +195,7 @@ def bundle_network(rng: np.random.Generator, extent: float) -> np.ndarray:
         path = _through_field(rng, extent, turn_sd=rng.uniform(0.005, 0.04), step_px=0.5)
         keep = rng.random(len(path)) < rng.uniform(0.4, 1.1)
         points.append(path[keep] + rng.normal(0, 0.5, (int(keep.sum()), 2)))
-    n_diffuse = rng.poisson(rng.uniform(300, 1500) * (extent / FIELD_PX) ** 2)
-    points.append(rng.uniform(0, extent, (n_diffuse, 2)))
+    points.append(_diffuse_label(rng, extent, 300, 1500))
     return np.concatenate(points)
 
 
