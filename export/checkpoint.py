@@ -14,7 +14,12 @@ import torch
 
 import stedq
 from stedq.export.errors import ExportError
-from stedq.training.checkpoint import CheckpointError, checkpoint_activation, load_checkpoint
+from stedq.training.checkpoint import (
+    CheckpointError,
+    checkpoint_activation,
+    checkpoint_transform,
+    load_checkpoint,
+)
 from stedq.training.model import NormalizedQualityNet, QualityNet
 
 PLACEHOLDER_MEAN = 0.1
@@ -71,7 +76,7 @@ def _architecture_problems(state_dict: Any) -> list[str]:
 
 
 def build_export_model(checkpoint: dict[str, Any]) -> NormalizedQualityNet:
-    """QualityNet with the checkpoint's weights and normalization in front, in eval mode."""
+    """QualityNet with the checkpoint's weights, input transform and normalization in front, in eval mode."""
     where = checkpoint.get("path", "checkpoint")
     problems = _architecture_problems(checkpoint.get("model"))
     if problems:
@@ -85,4 +90,4 @@ def build_export_model(checkpoint: dict[str, Any]) -> NormalizedQualityNet:
     except ValueError as exc:
         raise ExportError(f"{where}: {exc}") from None
     net.load_state_dict(checkpoint["model"])
-    return NormalizedQualityNet(net, mean, std).eval()
+    return NormalizedQualityNet(net, mean, std, checkpoint_transform(checkpoint)).eval()

@@ -59,6 +59,12 @@ def _numbers(values: dict) -> str:
     return ", ".join(shown) or "none recorded"
 
 
+def _transform(manifest: Manifest) -> str:
+    if manifest.normalization.transform == "log":
+        return "The graph takes log(1 + counts) first (the network was trained on it). "
+    return ""
+
+
 def _gates(manifest: Manifest) -> str:
     lines = []
     for variant, gate in (manifest.metrics.get("variants") or {}).items():
@@ -79,7 +85,7 @@ Scores a 224×224 STED microscopy image for quality in [0, 1], the way an expert
 (QualityNet, {PAPER} {PAPER_URL}). Made by `stedq export` (stedq {manifest.stedq_version}) on {manifest.created}.
 
 - Input `{manifest.input.name}`: float32 [batch, 1, 224, 224], photon counts / 65535 (stedq's pixel
-  contract: the same counts give the same input whatever the file's dtype). The training set's normalization (mean {manifest.normalization.mean},
+  contract: the same counts give the same input whatever the file's dtype). {_transform(manifest)}The training set's normalization (mean {manifest.normalization.mean},
   std {manifest.normalization.std}) is applied inside the graph: do not normalize again.
 - Output `{manifest.output.name}`: float32 [batch, 1], the quality score.
 - Variants: {", ".join(f"{k} ({v})" for k, v in manifest.variants.items())}; all share the same I/O.

@@ -232,7 +232,8 @@ def _manifest(checkpoint: dict[str, Any], options: ExportOptions, parity: dict[s
         metrics["cpu_images_per_s_batch32"] = speed
     return Manifest(
         name=options.name, version=options.version,
-        normalization=Normalization(mean=[float(norm["mean"])], std=[float(norm["std"])]),
+        normalization=Normalization(mean=[float(norm["mean"])], std=[float(norm["std"])],
+                                    transform=str(norm.get("transform", "linear"))),
         variants={v: VARIANT_FILES[v] for v in variants}, training=training, metrics=_json_safe(metrics),
         stedq_version=stedq.__version__, fit=fit_statistics(options.fit_images),
         created=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"))

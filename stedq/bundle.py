@@ -34,6 +34,8 @@ class TensorSpec(BaseModel):
 class Normalization(BaseModel):
     mean: list[float]
     std: list[float]
+    # applied before mean/std, inside the graph too: "linear" (none) or "log" (log(1 + counts))
+    transform: str = "linear"
 
 
 class Manifest(BaseModel):

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from stedq.bundle import write_atomic
+from stedq.training.config import INPUT_TRANSFORMS
 from stedq.training.model import NormalizedQualityNet, QualityNet
 
 BEST = "best.pt"
@@ -60,6 +61,9 @@ def load_checkpoint(path_or_run_dir: str | Path, map_location: str | torch.devic
     norm = checkpoint["normalization"]
     if not (isinstance(norm, dict) and {"mean", "std"} <= set(norm) and float(norm["std"]) > 0):
         raise CheckpointError(f"{path}: 'normalization' must be {{'mean': float, 'std': float > 0}}, got {norm!r}")
+    if norm.get("transform", "linear") not in INPUT_TRANSFORMS:
+        raise CheckpointError(f"{path}: unknown input transform {norm['transform']!r} (this version knows "
+                              f"{', '.join(INPUT_TRANSFORMS)})")
     checkpoint["path"] = str(path)
     return checkpoint
 
@@ -83,10 +87,17 @@ def build_model(checkpoint: dict[str, Any]) -> QualityNet:
     return model.eval()
 
 
+def checkpoint_transform(checkpoint: dict[str, Any]) -> str:
+    """The input transform the checkpoint was trained with (checkpoints before --input-transform: linear)."""
+    return str(checkpoint["normalization"].get("transform", "linear"))
+
+
 def build_normalized_model(checkpoint: dict[str, Any]) -> NormalizedQualityNet:
-    """The network with normalization inside: takes images rescaled to [0, 1] (what export needs)."""
+    """The network with its input transform and normalization inside: takes images rescaled to [0, 1]
+    (what export needs)."""
     norm = checkpoint["normalization"]
-    return NormalizedQualityNet(build_model(checkpoint), float(norm["mean"]), float(norm["std"])).eval()
+    return NormalizedQualityNet(build_model(checkpoint), float(norm["mean"]), float(norm["std"]),
+                                checkpoint_transform(checkpoint)).eval()
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:

@@ -11,7 +11,7 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from stedq.training.config import ACTIVATIONS, PAIR_LOSSES
+from stedq.training.config import ACTIVATIONS, INPUT_TRANSFORMS, PAIR_LOSSES
 from stedq.training.data import cli as data_cli
 
 # Flag help for TrainConfig fields (train.py holds the defaults; this holds the words).
@@ -56,6 +56,10 @@ TRAIN_HELP = {
     "activation": "the network's activation: elu (the paper's) or relu (not in the paper: it folds into "
                   "onnxruntime's INT8 convolutions, so an INT8 export runs INT8 from input to head; see "
                   "scripts/int8_ceiling.py)",
+    "input_transform": "what the network sees of the image before the training set's mean/std: linear "
+                       "(the paper's: counts / 65535) or log (log(1 + counts), not in the paper: dim and "
+                       "bright images a thousandfold apart in counts then lie within a few times of each "
+                       "other, which an INT8 export's one scale per tensor can cover)",
     "precise_bn": "after each epoch, recompute the batch-norm statistics over this many training items "
                   "(as the epoch feeds them) instead of the running average of the last ~10 batches; "
                   "steadier validation (not in the paper; 0 = off)",
@@ -67,7 +71,7 @@ TRAIN_HELP = {
 }
 CHOICES = {"device": ["auto", "cpu", "cuda"], "precision": ["auto", "bf16", "fp32"],
            "lr_schedule": ["constant", "cosine"], "pair_loss": list(PAIR_LOSSES),
-           "activation": list(ACTIVATIONS)}
+           "activation": list(ACTIVATIONS), "input_transform": list(INPUT_TRANSFORMS)}
 
 TRAIN_EPILOG = """\
 writes OUT/best.pt (best validation weights, written when training ends), OUT/last.pt (every epoch),

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from stedq.training import userstudy
-from stedq.training.checkpoint import build_model, load_checkpoint, save_checkpoint
+from stedq.training.checkpoint import build_model, checkpoint_transform, load_checkpoint, save_checkpoint
 from stedq.training.inference import pick_device, predict_scores, resolve_precision
 from stedq.training.metrics import metrics_markdown, per_bin_metrics, regression_metrics
 
@@ -54,10 +54,12 @@ class Scorer:
         self.model = build_model(checkpoint).to(self.device)
         self.mean = float(checkpoint["normalization"]["mean"])
         self.std = float(checkpoint["normalization"]["std"])
+        self.transform = checkpoint_transform(checkpoint)
 
     def __call__(self, images: np.ndarray, progress: str | None = None) -> np.ndarray:
         return predict_scores(self.model, images, self.mean, self.std, self.device, self.precision,
-                              batch_size=50, channels_last=self.device.type == "cpu", progress=progress)
+                              batch_size=50, channels_last=self.device.type == "cpu", progress=progress,
+                              transform=self.transform)
 
 
 def select(ds, names: list[str], where: str) -> np.ndarray:

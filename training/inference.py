@@ -7,6 +7,8 @@ import contextlib
 import numpy as np
 import torch
 
+from stedq.training.model import transform_input
+
 
 def pick_device(device: str) -> torch.device:
     if device == "auto":
@@ -39,17 +41,18 @@ def autocast(device: torch.device, precision: str):
 
 
 def to_batch(images: np.ndarray, mean: float, std: float, device: torch.device,
-             channels_last: bool) -> torch.Tensor:
-    """(N, H, W) images in [0, 1] -> normalized (N, 1, H, W) float32 tensor on the device."""
+             channels_last: bool, transform: str = "linear") -> torch.Tensor:
+    """(N, H, W) images in [0, 1] -> transformed, normalized (N, 1, H, W) float32 tensor on the device."""
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1)
-    x = ((x - mean) / std).to(device)
+    x = ((transform_input(x, transform) - mean) / std).to(device)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 @torch.no_grad()
 def predict_scores(model: torch.nn.Module, images: np.ndarray, mean: float, std: float,
                    device: torch.device, precision: str = "fp32", batch_size: int = 100,
-                   channels_last: bool = True, progress: str | None = None) -> np.ndarray:
+                   channels_last: bool = True, progress: str | None = None,
+                   transform: str = "linear") -> np.ndarray:
     """Scores in [0, 1] for (N, H, W) images in [0, 1], model in eval mode."""
     from tqdm import tqdm
 
@@ -57,7 +60,7 @@ def predict_scores(model: torch.nn.Module, images: np.ndarray, mean: float, std:
     scores = []
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc=progress, unit="batch", disable=progress is None, leave=False):
-        x = to_batch(images[start:start + batch_size], mean, std, device, channels_last)
+        x = to_batch(images[start:start + batch_size], mean, std, device, channels_last, transform)
         with autocast(device, precision):
             scores.append(model(x).float().squeeze(1).cpu().numpy())
     return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)

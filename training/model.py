@@ -4,8 +4,9 @@ Six 3x3 conv blocks (32, 64, 128, 192, 256, 320 channels; batch norm on all but 
 2x2 max-pool, stride 2, ceil mode: 224 -> 112 -> 56 -> 28 -> 14 -> 7 -> 4), then fully connected
 5120 -> 512 -> 256 -> 1 with batch norm, ELU and dropout 0.2, and a sigmoid: a score in [0, 1].
 
-The network takes images already normalized by the training set's mean/std; `NormalizedQualityNet`
-puts that normalization in front so an exported graph takes images rescaled to [0, 1].
+The network takes images already transformed (`transform_input`) and normalized by the training set's
+mean/std; `NormalizedQualityNet` puts both in front so an exported graph takes images rescaled to [0, 1]
+(counts / 65535, stedq.pixels).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stedq.training.config import ACTIVATIONS
+from stedq.pixels import MODEL_COUNTS_PER_UNIT
+from stedq.training.config import ACTIVATIONS, INPUT_TRANSFORMS
 
 INPUT_SIZE = 224
 CONV_CHANNELS = (32, 64, 128, 192, 256, 320)
@@ -58,17 +60,36 @@ class QualityNet(nn.Module):
         return self.head(self.features(x))
 
 
-class NormalizedQualityNet(nn.Module):
-    """QualityNet with the training set's normalization inside: input is the image rescaled to [0, 1]."""
+def transform_input(image: torch.Tensor, transform: str) -> torch.Tensor:
+    """Images on the model's scale (counts / 65535) -> what the network's mean/std apply to.
 
-    def __init__(self, net: QualityNet, mean: float, std: float):
+    "linear" is the paper's: the image as it is. "log" is log(1 + counts): photon counts span three orders
+    of magnitude between images (3 to 8000 at the brightest pixel in data 2.0), and a logarithm brings
+    them within a few times of each other, so one INT8 scale per activation tensor serves dim and bright
+    images alike (docs/benchmarks.md); the lowest counts stay apart (0, 1, 2 -> 0, 0.69, 1.10).
+    """
+    if transform == "linear":
+        return image
+    if transform == "log":
+        return torch.log1p(torch.clamp(image, min=0.0) * MODEL_COUNTS_PER_UNIT)
+    raise ValueError(f"unknown input transform {transform!r}; choose one of {', '.join(INPUT_TRANSFORMS)}")
+
+
+class NormalizedQualityNet(nn.Module):
+    """QualityNet with the input transform and the training set's normalization inside: input is the
+    image rescaled to [0, 1]."""
+
+    def __init__(self, net: QualityNet, mean: float, std: float, transform: str = "linear"):
         super().__init__()
+        if transform not in INPUT_TRANSFORMS:
+            raise ValueError(f"unknown input transform {transform!r}; choose one of {', '.join(INPUT_TRANSFORMS)}")
         self.net = net
+        self.transform = transform
         self.register_buffer("mean", torch.tensor(float(mean), dtype=torch.float32))
         self.register_buffer("std", torch.tensor(float(std), dtype=torch.float32))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net((image - self.mean) / self.std)
+        return self.net((transform_input(image, self.transform) - self.mean) / self.std)
 
 
 def count_parameters(model: nn.Module) -> int:

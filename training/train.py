@@ -28,10 +28,10 @@ from torch import nn
 from stedq import __version__
 from stedq.training.augment import PAIR_THIN_SHARE, dihedral, padded_crops, pair_loss, photon_variants
 from stedq.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
-from stedq.training.config import PAIR_LOSSES, TrainConfig
+from stedq.training.config import INPUT_TRANSFORMS, PAIR_LOSSES, TrainConfig
 from stedq.training.inference import autocast, pick_device, predict_scores, resolve_precision, to_batch
 from stedq.training.metrics import per_bin_metrics, regression_metrics
-from stedq.training.model import INPUT_SIZE, QualityNet
+from stedq.training.model import INPUT_SIZE, QualityNet, transform_input
 from stedq.training.userstudy import BINS, bin_index
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,8 @@ def precise_batch_norm(model: nn.Module, batches, device: torch.device, precisio
 
 
 def _validate(model, images, labels, mean, std, device, precision, config) -> float:
-    pred = predict_scores(model, images, mean, std, device, precision, config.batch_size, config.channels_last)
+    pred = predict_scores(model, images, mean, std, device, precision, config.batch_size, config.channels_last,
+                          transform=config.input_transform)
     return float(np.mean((pred - labels) ** 2))
 
 
@@ -201,6 +202,8 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
     epoch_lr(config, 1)  # an unknown schedule fails before any work
     if config.pair_loss not in PAIR_LOSSES:
         raise TrainingError(f"unknown --pair-loss {config.pair_loss!r} ({', '.join(PAIR_LOSSES)})")
+    if config.input_transform not in INPUT_TRANSFORMS:
+        raise TrainingError(f"unknown --input-transform {config.input_transform!r} ({', '.join(INPUT_TRANSFORMS)})")
     variants = bool(config.thin_share or config.floor_share or config.blur_share or config.pair_share)
     if variants and (ds.labels_clean is None or ds.label_components is None
                      or (config.blur_share and ds.pixel_nm is None)):
@@ -220,7 +223,9 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
     split = split_indices(len(ds.images), config.val_fraction, config.test_fraction, config.split_seed)
     train_x, train_y = ds.images[split["train"]], ds.labels[split["train"]].astype(np.float32)
     val_x, val_y = ds.images[split["val"]], ds.labels[split["val"]].astype(np.float32)
-    mean, std = float(train_x.mean()), float(train_x.std()) or 1.0
+    seen = transform_input(torch.from_numpy(train_x), config.input_transform).numpy()  # what the network sees
+    mean, std = float(seen.mean()), float(seen.std()) or 1.0
+    del seen
     label_inputs = (ds.labels_clean[split["train"]], ds.label_components[split["train"]],
                     None if ds.pixel_nm is None else ds.pixel_nm[split["train"]]) if variants else None
 
@@ -247,7 +252,8 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
             images = np.concatenate([images, originals, changed])
             targets = np.concatenate([targets, labels, changed_labels])
             transforms = np.concatenate([transforms, transforms[:pairs], transforms[:pairs]])
-        x = dihedral(to_batch(images, mean, std, torch.device("cpu"), False), transforms).to(device)
+        x = dihedral(to_batch(images, mean, std, torch.device("cpu"), False, config.input_transform),
+                     transforms).to(device)
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, torch.from_numpy(np.asarray(targets, np.float32)).to(device), pairs
@@ -282,7 +288,7 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
         log.info("resuming %s after epoch %d (best epoch %s)", out, state["epoch"], best["epoch"])
 
     def checkpoint(weights: dict, epoch: int, metrics: dict) -> dict:
-        return {"model": weights, "normalization": {"mean": mean, "std": std},
+        return {"model": weights, "normalization": {"mean": mean, "std": std, "transform": config.input_transform},
                 "config": {**asdict(config), "precision_used": precision, "device_used": str(device)},
                 "data": data_info, "metrics": metrics, "epoch": epoch, "stedq_version": __version__}
 
@@ -362,7 +368,7 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
     metrics = {}
     if len(test_idx):
         pred = predict_scores(model, ds.images[test_idx], mean, std, device, precision, config.batch_size,
-                              config.channels_last)
+                              config.channels_last, transform=config.input_transform)
         metrics = {"test": regression_metrics(pred, ds.labels[test_idx]),
                    "test_per_bin": per_bin_metrics(pred, ds.labels[test_idx])}
     save_checkpoint(checkpoint(best["model"], best["epoch"], metrics), out / BEST)
