@@ -43,10 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibration-images", type=int, default=256,
                         help="at most this many calibration images (default: 256)")
     parser.add_argument("--test-images", type=int, default=None, help="at most this many test images (default: all)")
-    parser.add_argument("--int8-placements", default="conv2-6,conv3-6,conv4-6,conv5-6",
+    parser.add_argument("--int8-placements", default=None,
                         help="INT8 layer placements to try in order until one passes the gate: convK-6 "
                              "quantizes convolutions K..6 (K = 2..6; earlier ones and the FC head stay "
-                             "FP32), all quantizes every Conv and Gemm (default: conv2-6,conv3-6,conv4-6,conv5-6)")
+                             "FP32), all quantizes every Conv and Gemm (default: all, then conv2-6 to conv5-6: fastest first)")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 20)")
     parser.add_argument("--parity-tolerance", type=float, default=1e-5,
                         help="max |ONNX - PyTorch| allowed (default: 1e-5)")
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from stedq.export.errors import ExportError
     from stedq.export.images import load_images
     from stedq.export.onnx_graph import DEFAULT_OPSET
-    from stedq.export.variants import INT8_PLACEMENTS
+    from stedq.export.variants import DEFAULT_INT8_PLACEMENTS, INT8_PLACEMENTS
     from stedq.export.writer import ExportOptions, export_bundle
 
     if args.triton:
@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         bad = [v for v in variants if v not in ("int8", "fp16")]
         if bad:
             raise ExportError(f"--variants: unknown {', '.join(bad)} (choose from int8, fp16, none)")
-        placements = tuple(p.strip() for p in args.int8_placements.split(",") if p.strip())
+        placements = DEFAULT_INT8_PLACEMENTS if args.int8_placements is None else \
+            tuple(p.strip() for p in args.int8_placements.split(",") if p.strip())
         bad = [p for p in placements if p != "all" and p not in INT8_PLACEMENTS]
         if bad or not placements:
             raise ExportError(f"--int8-placements: unknown {', '.join(bad) or 'empty list'} "

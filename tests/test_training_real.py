@@ -107,6 +107,27 @@ def test_a_subset_and_bad_files_are_reported_not_fatal(tmp_path):
     assert figures["summary"]["refused"] == 1
 
 
+def test_a_variant_is_compared_with_fp32_on_every_scored_file(tmp_path):
+    root = tmp_path / "dir"
+    (root / "degraded").mkdir(parents=True)
+    for kind in ("base", "thin050", "thin025", "blur50", "shuffle"):
+        shutil.copy(REAL_DEV / "degraded" / f"dendrite_01_Block_1__{kind}.tif", root / "degraded")
+    (root / "degraded" / "dendrite_01_Block_1__blur15.tif").write_text("not a TIFF")
+    done = stedq_cli("evaluate", "--real", str(root), "--variant", "int8", "--out", str(tmp_path / "int8"))
+    assert done.returncode == 0, done.stderr
+    figures = json.loads((tmp_path / "int8" / "figures.json").read_text())
+    gate = figures["variant_vs_fp32"]
+    assert gate["variant"] == "int8" and gate["n_images"] == 5       # the refused file is not compared
+    done = stedq_cli("evaluate", "--real", str(root), "--out", str(tmp_path / "fp32"))
+    fp32 = json.loads((tmp_path / "fp32" / "figures.json").read_text())
+    assert "variant_vs_fp32" not in fp32
+    int8_scores = {k: r["score"] for k, r in figures["images"]["dendrite_01_Block_1"].items() if r["score"] is not None}
+    fp32_scores = {k: r["score"] for k, r in fp32["images"]["dendrite_01_Block_1"].items() if r["score"] is not None}
+    diffs = [abs(int8_scores[k] - fp32_scores[k]) for k in fp32_scores]
+    assert gate["mean_abs_diff"] == pytest.approx(sum(diffs) / len(diffs), abs=1e-6) and gate["mean_abs_diff"] > 0
+    assert "INT8 against FP32** on the 5 scored files" in (tmp_path / "int8" / "report.md").read_text()
+
+
 def test_wrong_layout_and_conflicting_arguments_are_explained(tmp_path):
     done = stedq_cli("evaluate", "--real", str(tmp_path))
     assert done.returncode != 0 and "originals/NAME.tif" in done.stderr

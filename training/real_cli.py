@@ -35,6 +35,28 @@ def local_backend(args: argparse.Namespace) -> tuple[ScoreFn, dict, str]:
     return (lambda image, intensity: scorer.score(image, intensity).score), model, f"onnxruntime in-process ({shown})"
 
 
+class AgainstFP32:
+    """Scores with a reduced-precision variant and, beside it, the same bundle's FP32: the variant's
+    accuracy gate (stedq.export.gate) on these real images."""
+
+    def __init__(self, args: argparse.Namespace, score: ScoreFn):
+        from stedq.local import LocalScorer
+
+        self.variant, self.reference = score, LocalScorer(args.model, variant="fp32")
+        self.pairs: list[tuple[float, float]] = []
+
+    def __call__(self, image, intensity) -> float:
+        value = self.variant(image, intensity)
+        self.pairs.append((self.reference.score(image, intensity).score, value))
+        return value
+
+    def gate(self, variant: str) -> dict:
+        from stedq.export.gate import accuracy_gate
+
+        reference, scores = zip(*self.pairs, strict=True) if self.pairs else ((), ())
+        return accuracy_gate(variant, list(reference), list(scores)).as_dict()
+
+
 def server_backend(args: argparse.Namespace):
     from stedq.clients.client import QualityClient
     from stedq.clients.errors import QualityError
@@ -77,11 +99,13 @@ def evaluate_real(args: argparse.Namespace) -> int:
         total = count_files(args.real)
     except RealSetError as exc:
         raise SystemExit(f"stedq evaluate --real: {exc}") from None
-    client = None
+    client = against = None
     if args.server is not None:
         score, model, source, client = server_backend(args)
     else:
         score, model, source = local_backend(args)
+        if args.variant != "fp32":
+            score = against = AgainstFP32(args, score)
     try:
         with tqdm(total=total, desc="scoring", unit="file", disable=None, file=sys.stderr) as bar:
             figures = run_real(args.real, score, model, source, progress=bar.update)
@@ -90,6 +114,8 @@ def evaluate_real(args: argparse.Namespace) -> int:
     finally:
         if client is not None:
             client.close()
+    if against is not None:
+        figures["variant_vs_fp32"] = against.gate(args.variant)
     from stedq.training.real_report import write_report
 
     out = args.out or Path(f"real-{model['name']}-{model['version']}")
@@ -97,7 +123,8 @@ def evaluate_real(args: argparse.Namespace) -> int:
     summary = figures["summary"]
     print(json.dumps({"model": model, "checks_passed": f"{summary['passed']}/{summary['run']}",
                       "checks": {c["id"]: c["passed"] for c in figures["checks"] if c["run"]},
-                      "refused": summary["refused"], "report": str(report)}, indent=2))
+                      "refused": summary["refused"], "report": str(report),
+                      **{k: figures[k] for k in ("variant_vs_fp32",) if k in figures}}, indent=2))
     return 0
 
 

@@ -37,6 +37,12 @@ def markdown(figures: dict) -> str:
     for check in figures["checks"]:
         verdict = "not run" if not check["run"] else "**pass**" if check["passed"] else "**fail**"
         lines.append(f"| {check['title']} | {check['target']} | {check['value'] or '–'} | {verdict} |")
+    gate = figures.get("variant_vs_fp32")
+    if gate:   # a reduced-precision variant, compared with the same bundle's FP32 on every file
+        lines += ["", f"**{gate['variant'].upper()} against FP32** on the {gate['n_images']} scored files: mean "
+                  f"|Δscore| {gate['mean_abs_diff']:.4f} (max {gate['max_abs_diff']:.4f}), Spearman "
+                  f"{gate['spearman']:.4f}; the export gate (mean |Δ| ≤ 0.01, Spearman ≥ 0.99) "
+                  + ("**passes**." if gate["passed"] else f"**fails**: {gate['reason']}.")]
     lines += ["", "## Scores", "",
               "| image | " + " | ".join(title for title, _ in TABLE_COLUMNS) + " |",
               "|---|" + "---|" * len(TABLE_COLUMNS)]
