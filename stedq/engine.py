@@ -112,6 +112,25 @@ def _manifest_from_onnx_props(path: Path, props: dict[str, str]) -> Manifest:
                                                 std=floats("normalization_std", "std")))
 
 
+# On the CPU, `--variant auto` serves a bundle's INT8 only where its export measured it at least this much
+# faster than FP32 (manifest metrics.cpu_images_per_s_batch32); a bundle has an INT8 file only if it
+# passed the export's accuracy gate. (1.1.0's INT8, convolutions 5-6 only: 1.09x, so FP32 serves.)
+INT8_AUTO_MIN_SPEEDUP = 1.5
+
+
+def auto_variant(manifest: Manifest, on_cuda: bool) -> str:
+    """What `--variant auto` serves: FP16 on a GPU (it pays off there only), INT8 on the CPU where it is
+    gated and clearly faster, else FP32."""
+    if on_cuda:
+        return "fp16" if "fp16" in manifest.variants else "fp32"
+    speed = manifest.metrics.get("cpu_images_per_s_batch32") or {}
+    try:
+        faster = float(speed["int8"]) >= INT8_AUTO_MIN_SPEEDUP * float(speed["fp32"]) > 0
+    except (KeyError, TypeError, ValueError):
+        faster = False
+    return "int8" if faster and "int8" in manifest.variants else "fp32"
+
+
 class Engine:
     """One onnxruntime session for one model file; immutable once built (reload builds a new one)."""
 
@@ -123,9 +142,7 @@ class Engine:
         if source.is_dir():
             try:
                 manifest = read_manifest(source)
-                chosen = variant
-                if chosen == "auto":  # fp16 pays off on GPUs only; fall back to fp32 when not bundled
-                    chosen = "fp16" if on_cuda and "fp16" in manifest.variants else "fp32"
+                chosen = auto_variant(manifest, on_cuda) if variant == "auto" else variant
                 onnx_path = variant_path(source, manifest, chosen)
             except BundleError as exc:
                 raise EngineError(str(exc)) from None

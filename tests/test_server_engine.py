@@ -9,8 +9,10 @@ import onnxruntime
 import pytest
 
 from stedq.engine import Engine, EngineError
+from tests.conftest import REPO_ROOT
 from tests.server_support import copy_bundle, model_bundle, random_images, read_version, reference_scores
 
+SHIPPED = REPO_ROOT / "stedq" / "models" / "quality"
 NO_CUDA = "CUDAExecutionProvider" not in onnxruntime.get_available_providers()
 
 
@@ -36,6 +38,37 @@ def test_device_auto_falls_back_to_the_cpu_and_says_so():
     assert engine.info.device == "cpu" and "no CUDAExecutionProvider" in engine.info.note
     with pytest.raises(EngineError, match="--device cuda: this onnxruntime .* has no CUDAExecutionProvider"):
         Engine(model_bundle(), device="cuda")
+
+
+def test_variant_auto_serves_int8_on_the_cpu_only_where_the_export_measured_it_faster(tmp_path):
+    import shutil
+
+    from stedq.bundle import read_manifest
+    from stedq.engine import INT8_AUTO_MIN_SPEEDUP, auto_variant
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(SHIPPED, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    speed = manifest["metrics"]["cpu_images_per_s_batch32"]
+    expected = "int8" if speed["int8"] >= INT8_AUTO_MIN_SPEEDUP * speed["fp32"] else "fp32"
+    assert Engine(bundle, device="cpu", intra_op_threads=1).info.variant == expected
+    speed["int8"] = 2.2 * speed["fp32"]      # as a fully quantized INT8 measures (docs/export.md)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    engine = Engine(bundle, device="cpu", intra_op_threads=1)
+    assert engine.info.variant == "int8" and engine.info.path.name == "model.int8.onnx"
+    assert Engine(bundle, device="cpu", variant="fp32", intra_op_threads=1).info.variant == "fp32"
+    speed["int8"] = 1.2 * speed["fp32"]      # gated but hardly faster: FP32 serves
+    assert auto_variant(read_manifest_from(manifest, tmp_path), on_cuda=False) == "fp32"
+    del manifest["metrics"]["cpu_images_per_s_batch32"]   # not measured: FP32
+    assert auto_variant(read_manifest_from(manifest, tmp_path), on_cuda=False) == "fp32"
+    assert auto_variant(read_manifest(bundle), on_cuda=True) == "fp16"
+
+
+def read_manifest_from(manifest: dict, folder):
+    from stedq.bundle import read_manifest
+
+    (folder / "bundle" / "manifest.json").write_text(json.dumps(manifest))
+    return read_manifest(folder / "bundle")
 
 
 def test_bad_models_are_clear_errors(tmp_path):
