@@ -102,6 +102,12 @@ def _bench(args: argparse.Namespace) -> int:
     if args.quick and args.max_batch_size is None:
         args.max_batch_size = 4   # so that --quick's small points still exercise every comparison
     settings = settings_from_args(args)
+    if settings.variant == "auto":   # what the servers will serve, so that their limit is the same variant
+        from stedq.engine import Engine
+
+        served = Engine(settings.model, device=settings.device, variant="auto").info.variant
+        settings = settings.model_copy(update={"variant": served})
+        print(f"stedq bench: --variant auto serves {served} with this bundle on this device", file=sys.stderr)
     options = _options(args)
     options.out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["stedq", "bench", *(shlex.quote(a) for a in sys.argv[2:])]) \

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stedq.bench.report import served_variant
+
 COLORS = {"in-process": "#555555", "in-process int8": "#999999", "stedq": "#1f77b4",
           "stedq-no-batching": "#ff7f0e", "stedq v2": "#17becf", "mlserver": "#2ca02c", "paper-http": "#d62728"}
 
@@ -84,10 +86,11 @@ def latency_vs_concurrency(results: dict, path: Path) -> None:
         if xs:
             right.errorbar(xs, med, yerr=err, marker="o", capsize=3, color=COLORS[system], label=label)
     batch = results["environment"]["settings"]["max_batch_size"]
-    limit = next((e for e in results["scenarios"] if e["id"] == f"in-process/fp32/b{batch}" and e["runs"]), None)
+    served = served_variant(results)
+    limit = next((e for e in results["scenarios"] if e["id"] == f"in-process/{served}/b{batch}" and e["runs"]), None)
     if limit:
         right.axhline(limit["summary"]["images_per_s"]["median"], color=COLORS["in-process"], ls="--",
-                      label=f"in-process batch {batch}")
+                      label=f"in-process {served} batch {batch}")
     for ax in (left, right):
         _log2_axis(ax, [e["concurrency"] for e in s if e["runs"]])
         ax.set_xlabel("concurrent single-image clients")
@@ -115,15 +118,16 @@ def stedq_vs_peers(results: dict, path: Path) -> None:
     by_id = {e["id"]: e for e in results["scenarios"] if e["runs"]}
     c = results["options"]["peer_concurrency"]
     b = results["environment"]["settings"]["max_batch_size"]
+    v = served_variant(results)
     workloads = [
-        ("1 image, 1 caller", [("in-process", "in-process/fp32/b1"), ("stedq", "stedq/v1/unary/b1"),
+        ("1 image, 1 caller", [("in-process", f"in-process/{v}/b1"), ("stedq", "stedq/v1/unary/b1"),
                                ("stedq v2", "stedq/v2/unary/b1"), ("mlserver", "mlserver/v2/unary/b1"),
                                ("paper-http", "paper-http/c1")]),
         (f"{c} single-image callers\n(in-process: batch {b})", [
-            ("in-process", f"in-process/fp32/b{b}"), ("stedq", f"stedq/v1/concurrency/c{c}/batching"),
+            ("in-process", f"in-process/{v}/b{b}"), ("stedq", f"stedq/v1/concurrency/c{c}/batching"),
             ("stedq v2", f"stedq/v2/concurrency/c{c}"), ("mlserver", f"mlserver/v2/concurrency/c{c}"),
             ("paper-http", f"paper-http/c{c}")]),
-        (f"batch-{b} requests", [("in-process", f"in-process/fp32/b{b}"), ("stedq", f"stedq/v1/unary/b{b}"),
+        (f"batch-{b} requests", [("in-process", f"in-process/{v}/b{b}"), ("stedq", f"stedq/v1/unary/b{b}"),
                                  ("stedq v2", f"stedq/v2/unary/b{b}"), ("mlserver", f"mlserver/v2/unary/b{b}")]),
     ]
     labels = {"in-process": "in-process (limit)", "stedq": "stedq v1", "stedq v2": "stedq KServe v2",

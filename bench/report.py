@@ -69,12 +69,21 @@ def _ratio(a: dict | None, b: dict | None) -> dict | None:
     return _paired(a, b, lambda x, y: x["images_per_s"] / y["images_per_s"])
 
 
-def limit_id(entry: dict, scenarios: dict[str, dict], max_batch_size: int) -> str | None:
+def served_variant(results: dict) -> str:
+    """The variant stedq's servers served in this run (`--variant`, with auto resolved before the run):
+    their in-process limit is the same variant's. Peers serve the FP32 graph and keep the FP32 limit."""
+    variant = results.get("environment", {}).get("settings", {}).get("variant", "fp32")
+    return variant if variant in ("fp32", "int8") else "fp32"
+
+
+def limit_id(entry: dict, scenarios: dict[str, dict], max_batch_size: int, served: str = "fp32") -> str | None:
     """The in-process point a scenario is compared with: the same batch for one caller, else the batch
-    the server forms (max_batch_size), else the largest measured."""
+    the server forms (max_batch_size), else the largest measured; of the variant stedq served for stedq's
+    own rows, FP32 for the peers'."""
     wanted = entry["batch"] if entry["concurrency"] == 1 else max_batch_size   # a stream's window counts as callers
+    variant = served if entry["system"] == "stedq" else "fp32"
     limits = sorted((e["batch"], e["id"]) for e in scenarios.values()
-                    if e["system"] == "in-process" and e["variant"] == "fp32" and e["runs"])
+                    if e["system"] == "in-process" and e["variant"] == variant and e["runs"])
     for batch, ident in limits:
         if batch == wanted:
             return ident
@@ -87,7 +96,7 @@ def ratios(results: dict, max_batch_size: int, clients: int = 32) -> dict[str, d
     for entry in scenarios.values():
         if entry["system"] in ("in-process", "grpc-floor") or not entry["runs"]:
             continue
-        ref = limit_id(entry, scenarios, max_batch_size)
+        ref = limit_id(entry, scenarios, max_batch_size, served_variant(results))
         value = _ratio(entry, scenarios.get(ref))
         if value is not None:
             out[f"{entry['id']} / {ref}"] = value
@@ -118,28 +127,30 @@ def targets(results: dict, batch: int = 32, clients: int = 32) -> list[dict]:
         found.append({"target": name, "goal": goal, "value": value,
                       "met": None if value is None else met(value["median"]), "how": how})
 
-    limit = f"in-process/fp32/b{batch}"
+    served = served_variant(results)
+    limit, limit1 = f"in-process/{served}/b{batch}", f"in-process/{served}/b1"
     add(f"gRPC batch-{batch} throughput vs in-process", ">= 0.95",
         _ratio(s.get(f"stedq/v1/unary/b{batch}"), s.get(limit)), lambda v: v >= 0.95,
         f"stedq/v1/unary/b{batch} images/s over {limit}, paired by round")
     add("single-image p50 overhead (ms)", "<= 0.5",
-        _paired(s.get("stedq/v1/unary/b1"), s.get("in-process/fp32/b1"), lambda x, y: x["p50_ms"] - y["p50_ms"]),
-        lambda v: v <= 0.5, "p50 of stedq/v1/unary/b1 (one caller, client library) minus p50 of in-process/fp32/b1")
+        _paired(s.get("stedq/v1/unary/b1"), s.get(limit1), lambda x, y: x["p50_ms"] - y["p50_ms"]),
+        lambda v: v <= 0.5, f"p50 of stedq/v1/unary/b1 (one caller, client library) minus p50 of {limit1}")
     add("single-image p50 of Python gRPC alone (ms; the floor under the overhead, reference)", "–",
         _paired(s.get("grpc-floor/v1/unary/b1"), s.get("grpc-floor/v1/unary/b1"), lambda x, _: x["p50_ms"]), lambda v: None,
         "p50 of grpc-floor/v1/unary/b1: the same client against a bare grpc.aio QualityService that answers "
         "at once (no decoding, batching, model or interceptors; stedq.bench.grpc_floor)")
     add("single-image p50 overhead (ms), --no-batching server (reference)", "<= 0.5",
-        _paired(s.get("stedq/v1/concurrency/c1/no-batching"), s.get("in-process/fp32/b1"),
+        _paired(s.get("stedq/v1/concurrency/c1/no-batching"), s.get(limit1),
                 lambda x, y: x["p50_ms"] - y["p50_ms"]),
         lambda v: v <= 0.5, "as above, against the server started with --no-batching (no queue delay to wait "
-                            "out); stedq/v1/concurrency/c1/no-batching minus in-process/fp32/b1")
+                            f"out); stedq/v1/concurrency/c1/no-batching minus {limit1}")
     add(f"{clients} single-image clients, batching, vs in-process batch {batch}", ">= 0.9",
         _ratio(s.get(f"stedq/v1/concurrency/c{clients}/batching"), s.get(limit)), lambda v: v >= 0.9,
         f"stedq/v1/concurrency/c{clients}/batching images/s over {limit}")
     add(f"INT8 vs FP32 in-process, batch {batch}", ">= 1.8",
-        _ratio(s.get(f"in-process/int8/b{batch}"), s.get(limit)), lambda v: v >= 1.8,
-        f"in-process/int8/b{batch} images/s over {limit} (the variant the bench found: the bundle's own)")
+        _ratio(s.get(f"in-process/int8/b{batch}"), s.get(f"in-process/fp32/b{batch}")), lambda v: v >= 1.8,
+        f"in-process/int8/b{batch} images/s over in-process/fp32/b{batch} (the variant the bench found: the "
+        f"bundle's own)")
     add(f"stedq vs MLServer, {clients} single-image clients", ">= 2",
         _ratio(s.get(f"stedq/v1/concurrency/c{clients}/batching"), s.get(f"mlserver/v2/concurrency/c{clients}")),
         lambda v: v >= 2, f"stedq/v1/concurrency/c{clients}/batching over mlserver/v2/concurrency/c{clients} "

@@ -176,6 +176,19 @@ def test_stats_and_paired_ratios():
     int8 = targets["INT8 vs FP32 in-process, batch 32"]   # paired by round: 1.8 and 1.9
     assert int8["value"]["median"] == pytest.approx(1.85) and int8["met"] is True
 
+    # a server that served INT8 (--variant auto on a bundle whose INT8 is fast) is held to the INT8 limit
+    results["environment"] = {"settings": {"variant": "int8"}}
+    results["scenarios"].append({"id": "mlserver/v2/unary/b32", "system": "mlserver", "protocol": "v2", "batch": 32,
+                                 "concurrency": 1, "runs": runs(100.0, 50.0)})
+    results["scenarios"][-1]["summary"] = summarize(results["scenarios"][-1]["runs"])
+    ratios = report.ratios(results, 32)
+    assert ratios["stedq/v1/unary/b32 / in-process/int8/b32"]["median"] == pytest.approx((190 / 360 + 97 / 190) / 2)
+    assert "mlserver/v2/unary/b32 / in-process/fp32/b32" in ratios   # peers serve FP32
+    targets = {t["target"]: t for t in report.targets(results)}
+    assert targets["gRPC batch-32 throughput vs in-process"]["met"] is False
+    assert "over in-process/int8/b32" in targets["gRPC batch-32 throughput vs in-process"]["how"]
+    assert targets["INT8 vs FP32 in-process, batch 32"]["value"]["median"] == pytest.approx(1.85)
+
 
 def test_profile_summary_of_collapsed_stacks():
     text = ("main (app.py:1);run (stedq/engine.py:180);run (onnxruntime/capi/session.py:220) 60\n"
