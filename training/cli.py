@@ -150,7 +150,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     real.add_argument("--model", type=Path, default=None, metavar="BUNDLE",
                       help="model bundle or .onnx scored in-process (default: the bundled model)")
     real.add_argument("--variant", choices=["fp32", "int8", "fp16"], default="fp32",
-                      help="bundle variant scored in-process (default: fp32)")
+                      help="bundle variant scored in-process (default: fp32); int8 or fp16 are also compared "
+                           "with the bundle's FP32 on every file: the export's accuracy gate on real images")
     real.add_argument("--crops", type=Path, metavar="DATA",
                       help="labelled synthetic folder: Spearman of centre crops (64-223 px) against the full "
                            "image, in-process (the small-image figure); writes OUT/crops.{json,png}")

@@ -68,11 +68,15 @@ def transform_input(image: torch.Tensor, transform: str) -> torch.Tensor:
     them within a few times of each other, so one INT8 scale per activation tensor serves dim and bright
     images alike (docs/benchmarks.md); the lowest counts stay apart (0, 1, 2 -> 0, 0.69, 1.10).
     """
-    if transform == "linear":
-        return image
+    _check_transform(transform)
     if transform == "log":
         return torch.log1p(torch.clamp(image, min=0.0) * MODEL_COUNTS_PER_UNIT)
-    raise ValueError(f"unknown input transform {transform!r}; choose one of {', '.join(INPUT_TRANSFORMS)}")
+    return image
+
+
+def _check_transform(transform: str) -> None:
+    if transform not in INPUT_TRANSFORMS:
+        raise ValueError(f"unknown input transform {transform!r}; choose one of {', '.join(INPUT_TRANSFORMS)}")
 
 
 class NormalizedQualityNet(nn.Module):
@@ -81,8 +85,7 @@ class NormalizedQualityNet(nn.Module):
 
     def __init__(self, net: QualityNet, mean: float, std: float, transform: str = "linear"):
         super().__init__()
-        if transform not in INPUT_TRANSFORMS:
-            raise ValueError(f"unknown input transform {transform!r}; choose one of {', '.join(INPUT_TRANSFORMS)}")
+        _check_transform(transform)
         self.net = net
         self.transform = transform
         self.register_buffer("mean", torch.tensor(float(mean), dtype=torch.float32))
