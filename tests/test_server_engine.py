@@ -43,7 +43,7 @@ def test_device_auto_falls_back_to_the_cpu_and_says_so():
 def test_variant_auto_serves_int8_on_the_cpu_only_where_the_export_measured_it_faster(tmp_path):
     import shutil
 
-    from stedq.bundle import read_manifest
+    from stedq.bundle import Manifest, read_manifest
     from stedq.engine import INT8_AUTO_MIN_SPEEDUP, auto_variant
 
     bundle = tmp_path / "bundle"
@@ -58,17 +58,10 @@ def test_variant_auto_serves_int8_on_the_cpu_only_where_the_export_measured_it_f
     assert engine.info.variant == "int8" and engine.info.path.name == "model.int8.onnx"
     assert Engine(bundle, device="cpu", variant="fp32", intra_op_threads=1).info.variant == "fp32"
     speed["int8"] = 1.2 * speed["fp32"]      # gated but hardly faster: FP32 serves
-    assert auto_variant(read_manifest_from(manifest, tmp_path), on_cuda=False) == "fp32"
+    assert auto_variant(Manifest.model_validate(manifest), on_cuda=False) == "fp32"
     del manifest["metrics"]["cpu_images_per_s_batch32"]   # not measured: FP32
-    assert auto_variant(read_manifest_from(manifest, tmp_path), on_cuda=False) == "fp32"
+    assert auto_variant(Manifest.model_validate(manifest), on_cuda=False) == "fp32"
     assert auto_variant(read_manifest(bundle), on_cuda=True) == "fp16"
-
-
-def read_manifest_from(manifest: dict, folder):
-    from stedq.bundle import read_manifest
-
-    (folder / "bundle" / "manifest.json").write_text(json.dumps(manifest))
-    return read_manifest(folder / "bundle")
 
 
 def test_bad_models_are_clear_errors(tmp_path):
