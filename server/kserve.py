@@ -150,6 +150,7 @@ def model_config(name: str, info, filename: str, settings: Settings):
     parameters = {"min_image_size": MIN_IMAGE_SIZE, "tile_size": info.input_height,
                   "tile_stride": info.tile_stride, "max_request_inputs": settings.max_queue_size,
                   "variant": info.variant, "providers": ",".join(info.providers),
+                  "input_transform": info.input_transform,
                   "accepted_datatypes": ",".join(DATATYPES), "pixel_contract": "integer datatypes are photon counts; FP32 is counts / 65535 unless the "
                                     "input parameter 'intensity' is 'counts'"}
     return config_pb.ModelConfig(

@@ -63,6 +63,7 @@ class ModelInfo:
     tile_stride: int
     metadata: dict[str, str] = field(default_factory=dict)
     fit: FitStatistics | None = None   # the training images' ranges, for the fit verdict
+    input_transform: str = "linear"    # applied in the graph before the normalization
 
 
 STACK_ON_LOOP_TILES = 64
@@ -121,7 +122,8 @@ class Scorer:
             input_width=info.input_width, normalization_mean=list(info.mean),
             normalization_std=list(info.std), providers=list(info.providers), device=info.device,
             variant=info.variant, max_batch_size=self.settings.max_batch_size,
-            tile_stride=self.settings.tile_stride, metadata=metadata, fit=info.fit)
+            tile_stride=self.settings.tile_stride, metadata=metadata, fit=info.fit,
+            input_transform=info.transform)
 
     def admit(self, payload_bytes: int, shapes: list[tuple[int, int]]):
         """Context manager holding a request's estimated memory (server/admission.py) while it is decoded

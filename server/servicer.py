@@ -166,4 +166,4 @@ class QualityServicer(pb_grpc.QualityServiceServicer):
             normalization_std=info.normalization_std, providers=info.providers,
             max_batch_size=info.max_batch_size, tile_stride=info.tile_stride, variant=info.variant,
             min_image_size=MIN_IMAGE_SIZE, max_request_inputs=self.scorer.settings.max_queue_size,
-            metadata=info.metadata, device=info.device)
+            metadata=info.metadata, device=info.device, input_transform=info.input_transform)

@@ -48,6 +48,7 @@ class EngineInfo:
     note: str = ""                 # e.g. why `--device auto` fell back to the CPU
     metadata: dict[str, str] = field(default_factory=dict)
     fit: FitStatistics | None = None   # what the training images span (None: the bundle does not say)
+    transform: str = "linear"          # the input transform inside the graph (stedq.bundle.Normalization)
 
 
 def resolve_model_path(model: Path | None) -> Path:
@@ -191,7 +192,8 @@ class Engine:
             std=list(manifest.normalization.std), providers=in_use,
             device="cuda" if CUDA in in_use else "cpu", note=note,
             metadata={k: v for k, v in metadata.items() if v not in ("", "{}")},
-            fit=FitStatistics.from_dict(manifest.fit) if manifest.fit else None)
+            fit=FitStatistics.from_dict(manifest.fit) if manifest.fit else None,
+            transform=manifest.normalization.transform)
         if note:
             log.warning(note)
 

@@ -13,6 +13,7 @@ import torch
 
 from stedq.bundle import read_manifest
 from stedq.cli import main
+from stedq.engine import Engine
 from stedq.training.checkpoint import CheckpointError, build_normalized_model, load_checkpoint
 from stedq.training.evaluate import Scorer
 from stedq.training.model import NormalizedQualityNet, QualityNet, transform_input
@@ -101,3 +102,7 @@ def test_exported_graph_takes_the_log_inside(tmp_path):
     with torch.no_grad():
         expected = build_normalized_model(load_checkpoint(out.parent / "best.pt"))(torch.from_numpy(images[:, None]))
     assert np.abs(got - expected.numpy()).max() <= 1e-5
+    # The served model says so: GetModelInfo's input_transform comes from here, and so does a bare
+    # .onnx file's own metadata (its mean/std are of log counts, not of counts / 65535).
+    assert session.get_modelmeta().custom_metadata_map["input_transform"] == "log"
+    assert Engine(out, device="cpu").info.transform == "log"

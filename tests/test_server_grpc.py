@@ -10,6 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from stedq.bundle import read_manifest
 from stedq.pixels import demo_image
 from stedq.tiling import tile_origins
 from stedq.v1 import quality_pb2 as pb
@@ -219,6 +220,7 @@ def test_model_info_describes_the_served_bundle(stub, bundle):
     assert (info.version, info.input_height, info.input_width) == (read_version(bundle), 224, 224)
     assert info.max_batch_size == 8 and info.tile_stride == 112
     assert len(info.normalization_mean) == 1 and len(info.normalization_std) == 1
+    assert info.input_transform == read_manifest(bundle).normalization.transform
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():  # a GPU machine (STEDQ_DEVICE)
         assert info.providers[-1] == "CPUExecutionProvider" and info.device in {"cuda", "cpu"}
     else:
