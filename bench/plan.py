@@ -14,7 +14,7 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Scenario:
     id: str                  # e.g. "stedq/v1/concurrency/c32/batching"
-    system: str              # in-process | grpc-floor | stedq | stedq-no-batching | mlserver | paper-http
+    system: str              # in-process | grpc-floor(-model) | stedq | stedq-no-batching | mlserver | paper-http
     protocol: str            # onnxruntime | v1 | v1-stream | v2 | http
     batch: int               # images per request
     concurrency: int         # callers (for v1-stream: requests in flight on one stream)
@@ -63,6 +63,8 @@ def build_plan(options: BenchOptions, int8_available: bool) -> list[Scenario]:
                                  variant, "limit"))
     # What a single-image call costs in Python gRPC alone, measured with the same client (bench/grpc_floor.py).
     plan.append(Scenario("grpc-floor/v1/unary/b1", "grpc-floor", "v1", 1, 1, group="limit"))
+    # The least a Python gRPC server that scores can add: the same bare service running the model.
+    plan.append(Scenario("grpc-floor-model/v1/unary/b1", "grpc-floor-model", "v1", 1, 1, group="limit"))
     for batch in options.unary_batches:
         plan.append(Scenario(f"stedq/v1/unary/b{batch}", "stedq", "v1", batch, 1, group="unary"))
     for window in options.stream_windows:

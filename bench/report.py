@@ -94,7 +94,7 @@ def ratios(results: dict, max_batch_size: int, clients: int = 32) -> dict[str, d
     scenarios = _by_id(results)
     out: dict[str, dict] = {}
     for entry in scenarios.values():
-        if entry["system"] in ("in-process", "grpc-floor") or not entry["runs"]:
+        if entry["system"] in ("in-process", "grpc-floor", "grpc-floor-model") or not entry["runs"]:
             continue
         ref = limit_id(entry, scenarios, max_batch_size, served_variant(results))
         value = _ratio(entry, scenarios.get(ref))
@@ -139,6 +139,11 @@ def targets(results: dict, batch: int = 32, clients: int = 32) -> list[dict]:
         _paired(s.get("grpc-floor/v1/unary/b1"), s.get("grpc-floor/v1/unary/b1"), lambda x, _: x["p50_ms"]), lambda v: None,
         "p50 of grpc-floor/v1/unary/b1: the same client against a bare grpc.aio QualityService that answers "
         "at once (no decoding, batching, model or interceptors; stedq.bench.grpc_floor)")
+    add("single-image p50 overhead of a bare Python gRPC server running the model (ms; reference)", "–",
+        _paired(s.get("grpc-floor-model/v1/unary/b1"), s.get(limit1), lambda x, y: x["p50_ms"] - y["p50_ms"]),
+        lambda v: None, f"p50 of grpc-floor-model/v1/unary/b1 minus p50 of {limit1}: the same bare service "
+                        "reading the pixels and running the model in one worker thread (what any Python gRPC "
+                        "server that scores pays on this machine)")
     add("single-image p50 overhead (ms), --no-batching server (reference)", "<= 0.5",
         _paired(s.get("stedq/v1/concurrency/c1/no-batching"), s.get(limit1),
                 lambda x, y: x["p50_ms"] - y["p50_ms"]),

@@ -28,7 +28,7 @@ from stedq.bench.servers import (
     stedq_server,
 )
 from stedq.bench.stats import summarize
-from stedq.engine import Engine
+from stedq.engine import Engine, resolve_model_path
 from stedq.pixels import to_model_input
 from stedq.settings import Settings
 
@@ -108,6 +108,8 @@ class Bench:
                 self.logs, model=s.model, batching=False, threads=threads, device=device,
                 max_batch_size=s.max_batch_size, max_queue_delay_ms=s.max_queue_delay_ms, variant=s.variant),
             "grpc-floor": lambda: floor_server(self.logs),
+            "grpc-floor-model": lambda: floor_server(self.logs, model=resolve_model_path(s.model),
+                                                     variant=s.variant, threads=threads, device=device),
             "paper-http": lambda: paper_server(self.logs, model=s.model, threads=threads, device=device),
             "mlserver": lambda: mlserver_server(
                 self.logs, o.out / "work", mlserver_env=o.mlserver_env, onnx_file=self.engines["fp32"].info.path,

@@ -155,11 +155,18 @@ def stedq_server(logs: Path, *, model: Path | None, batching: bool, threads: int
     return server
 
 
-def floor_server(logs: Path) -> ServerProcess:
-    """A bare grpc.aio QualityService that answers at once (stedq.bench.grpc_floor): Python gRPC's own cost."""
+def floor_server(logs: Path, *, model: Path | None = None, variant: str = "fp32", threads: int = 0,
+                 device: str = "cpu") -> ServerProcess:
+    """A bare grpc.aio QualityService (stedq.bench.grpc_floor) that answers at once: Python gRPC's own cost;
+    with `model`, after running it on the images in a worker thread: the least a scoring server costs."""
     port = free_port()
     command = [sys.executable, "-m", "stedq.bench.grpc_floor", "--port", str(port)]
-    server = ServerProcess("grpc-floor", command, f"127.0.0.1:{port}", logs / "grpc-floor.log")
+    name = "grpc-floor"
+    if model is not None:
+        command += ["--model", str(model), "--variant", variant, "--intra-op-threads", str(threads),
+                    "--device", device]
+        name = "grpc-floor-model"
+    server = ServerProcess(name, command, f"127.0.0.1:{port}", logs / f"{name}.log")
     server.ready = lambda: grpc_serving(server.target)
     server.start()
     return server

@@ -49,7 +49,7 @@ def test_quick_run_writes_json_with_every_point(quick_run):
     assert {"in-process/fp32/b1", "in-process/fp32/b4", "stedq/v1/unary/b1", "stedq/v1/unary/b4",
             "stedq/v1-stream/w4", "stedq/v1/concurrency/c4/batching", "stedq/v1/concurrency/c4/no-batching",
             "stedq/v2/unary/b1", "stedq/v2/concurrency/c4", "paper-http/c1", "paper-http/c4",
-            "grpc-floor/v1/unary/b1"} <= ids
+            "grpc-floor/v1/unary/b1", "grpc-floor-model/v1/unary/b1"} <= ids
     assert not any(entry["system"] == "mlserver" for entry in results["scenarios"])  # --peers left it out
     for entry in results["scenarios"]:
         assert "errors" not in entry and "skipped" not in entry, entry["id"]
@@ -84,6 +84,11 @@ def test_quick_run_compares_with_the_limit_and_reports_targets(quick_run):
     assert targets["single-image p50 of Python gRPC alone (ms; the floor under the overhead, reference)"][
         "value"]["median"] == pytest.approx(floor)
     assert floor < by_id["stedq/v1/unary/b1"]["runs"][0]["p50_ms"]
+    # The same bare service running the model: slower than answering at once by about one inference.
+    with_model = by_id["grpc-floor-model/v1/unary/b1"]["runs"][0]["p50_ms"]
+    assert with_model > floor
+    assert targets["single-image p50 overhead of a bare Python gRPC server running the model (ms; reference)"][
+        "value"]["median"] == pytest.approx(with_model - by_id["in-process/fp32/b1"]["runs"][0]["p50_ms"])
     assert targets["stedq vs MLServer, 4 single-image clients"]["value"] is None  # not run: not claimed
     assert targets["stedq vs MLServer, 4 single-image clients"]["met"] is None
 
