@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import grpc
 import numpy as np
 
 from stedq.bench.grpc_floor import SERVER_TIME_KEY
-from stedq.bench.servers import free_port, grpc_serving
+from stedq.bench.servers import ServerProcess, free_port, grpc_serving
 from stedq.clients import QualityClient
 from stedq.engine import resolve_model_path
 from stedq.v1 import quality_pb2 as pb
@@ -49,37 +48,33 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/grpc-wait-floor.json"))
     args = parser.parse_args()
     model = resolve_model_path(None)
-    ports, procs = {}, []
+    logs = args.out.with_suffix("")   # the servers' logs beside the figures
+    servers: dict[str, ServerProcess] = {}
     try:
         for name, extra in bare_servers(args.wait_ms, model).items():
-            ports[name] = free_port()
-            procs.append(subprocess.Popen([sys.executable, "-m", "stedq.bench.grpc_floor", "--port",
-                                           str(ports[name]), *extra]))
-        ports["stedq"] = free_port()
-        procs.append(subprocess.Popen([sys.executable, "-m", "stedq", "serve", "--host", "127.0.0.1", "--port",
-                                       str(ports["stedq"]), "--metrics-port", "0", "--variant", "fp32",
-                                       "--log-level", "WARNING", "--no-watch-model"]))
-        deadline = time.monotonic() + 120
-        for port in ports.values():
-            while True:
-                try:
-                    if grpc_serving(f"127.0.0.1:{port}"):
-                        break
-                except grpc.RpcError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"a server on port {port} did not start")
-                time.sleep(0.2)
-        stedq_client = QualityClient(f"127.0.0.1:{ports['stedq']}")
+            port = free_port()
+            servers[name] = ServerProcess(name, [sys.executable, "-m", "stedq.bench.grpc_floor", "--port", str(port),
+                                                 *extra], f"127.0.0.1:{port}", logs / f"{name}.log")
+        port = free_port()
+        servers["stedq"] = ServerProcess("stedq", [sys.executable, "-m", "stedq", "serve", "--host", "127.0.0.1",
+                                                   "--port", str(port), "--metrics-port", "0", "--variant", "fp32",
+                                                   "--log-level", "WARNING", "--no-watch-model"],
+                                         f"127.0.0.1:{port}", logs / "stedq.log")
+        for server in servers.values():
+            server.ready = lambda server=server: grpc_serving(server.target)
+            server.start()
+        for server in servers.values():
+            server.wait_ready(120)
+        stedq_client = QualityClient(servers["stedq"].target)
         image = np.random.default_rng(0).gamma(2.0, 300.0, (224, 224)).clip(0, 65535).astype(np.uint16)
         request = pb.ScoreRequest(images=[pb.Image(data=image.tobytes(), dtype=pb.DTYPE_UINT16, height=224,
                                                    width=224)])
-        stubs = {name: pb_grpc.QualityServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
-                 for name, port in ports.items() if name != "stedq"}
-        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in ports}
+        stubs = {name: pb_grpc.QualityServiceStub(grpc.insecure_channel(server.target))
+                 for name, server in servers.items() if name != "stedq"}
+        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
         load_before = os.getloadavg()[0]
         for round_ in range(args.rounds):
-            for name in (list(ports) if round_ % 2 == 0 else list(ports)[::-1]):
+            for name in (list(servers) if round_ % 2 == 0 else list(servers)[::-1]):
                 for call in range(15):
                     began = time.perf_counter()
                     if name == "stedq":
@@ -106,8 +101,8 @@ def main() -> int:
         args.out.write_text(json.dumps(results, indent=2))
         print(f"load average before {load_before:.2f}; wrote {args.out}")
     finally:
-        for proc in procs:
-            proc.terminate()
+        for server in servers.values():
+            server.stop()
     return 0
 
 
