@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from pathlib import Path
 
 import grpc
@@ -21,7 +22,12 @@ from grpc_reflection.v1alpha import reflection
 
 from stedq.engine import Engine, EngineError, resolve_model_path, watched_files
 from stedq.pixels import demo_image
-from stedq.server.interceptors import ErrorBoundaryInterceptor, MetricsInterceptor, TokenAuthInterceptor
+from stedq.server.interceptors import (
+    DrainGate,
+    ErrorBoundaryInterceptor,
+    MetricsInterceptor,
+    TokenAuthInterceptor,
+)
 from stedq.server.metrics import Metrics
 from stedq.server.scoring import Scorer
 from stedq.server.servicer import SERVICE_NAME, QualityServicer
@@ -103,6 +109,7 @@ class StedqServer:
         self._watcher: asyncio.Task | None = None
         self._stopping: asyncio.Task | None = None
         self._closed = asyncio.Event()
+        self.drain_gate = DrainGate()
 
     # --- start-up
     async def start(self) -> None:
@@ -131,7 +138,7 @@ class StedqServer:
         self.scorer.batcher.on_alive = self._batcher_alive
         credentials = _server_credentials(settings)
 
-        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
+        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics), self.drain_gate]
         if settings.token is not None and settings.token.get_secret_value():
             interceptors.append(TokenAuthInterceptor(settings.token.get_secret_value()))
         self.error_boundary = ErrorBoundaryInterceptor()
@@ -240,12 +247,15 @@ class StedqServer:
 
     async def _drain(self, grace: float) -> None:
         log.info("draining: health NOT_SERVING, refusing new requests, %.1f s for in-flight ones", grace)
+        deadline = time.monotonic() + grace
+        self.drain_gate.begin()   # new scoring RPCs: UNAVAILABLE from here on, while the port stays open
         self.serving = False
         await self.health.enter_graceful_shutdown()
         if self._watcher is not None:
             self._watcher.cancel()
+        await self.drain_gate.wait_idle(deadline - time.monotonic())
         if self.grpc_server is not None:
-            await self.grpc_server.stop(grace)
+            await self.grpc_server.stop(max(deadline - time.monotonic(), 0.0))
         if self.scorer is not None:
             await self.scorer.close()
         if self._http is not None:

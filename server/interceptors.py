@@ -1,5 +1,6 @@
-"""Server interceptors: request metrics for the scoring services, bearer-token auth, and request bytes
-that do not parse answered INVALID_ARGUMENT (never UNKNOWN with a traceback)."""
+"""Server interceptors: request metrics for the scoring services, refusing them once draining begins,
+bearer-token auth, and request bytes that do not parse answered INVALID_ARGUMENT (never UNKNOWN with a
+traceback)."""
 
 from __future__ import annotations
 
@@ -104,6 +105,79 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                     finish(started, context, error)
 
         return handler._replace(**{kind: metered})
+
+
+class DrainGate(grpc.aio.ServerInterceptor):
+    """Once draining begins, scoring RPCs are refused UNAVAILABLE here, and the drain waits for the ones
+    already admitted. Left to grpc's own stop(), a request arriving as the shutdown starts can be
+    cancelled half-accepted (CANCELLED, which clients do not retry) instead of refused."""
+
+    MESSAGE = "the server is shutting down; send the request to another replica or retry"
+
+    def __init__(self, services: frozenset[str] = METERED_SERVICES):
+        self.services = services
+        self.draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def begin(self) -> None:
+        self.draining = True
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """True once no admitted scoring RPC is left, False if `timeout` seconds pass first."""
+        if self._idle.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(timeout, 0.0))
+            return True
+        except TimeoutError:
+            return False
+
+    def _enter(self) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        service, _ = _split(handler_call_details.method)
+        if handler is None or service not in self.services:
+            return handler
+        kind = _kind(handler)
+        behavior = getattr(handler, kind)
+        gate = self
+
+        if handler.response_streaming:
+            async def gated(request, context):
+                if gate.draining:   # checked when the call runs: admitted calls are counted, none slips by
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, gate.MESSAGE)
+                gate._enter()
+                try:
+                    result = behavior(request, context)
+                    if inspect.isasyncgen(result):
+                        async for response in result:
+                            yield response
+                    else:
+                        await result
+                finally:
+                    gate._leave()
+        else:
+            async def gated(request, context):
+                if gate.draining:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, gate.MESSAGE)
+                gate._enter()
+                try:
+                    result = behavior(request, context)
+                    return await result if inspect.isawaitable(result) else result
+                finally:
+                    gate._leave()
+
+        return handler._replace(**{kind: gated})
 
 
 class Undecodable:

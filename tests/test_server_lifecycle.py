@@ -243,6 +243,7 @@ def test_a_request_sent_while_draining_is_unavailable_and_the_one_in_flight_fini
             held.release.set()
             assert len(first.result().results) == 1
         assert late.value.code() == grpc.StatusCode.UNAVAILABLE, late.value.details()
+        assert "shutting down" in late.value.details()   # refused by the server's drain gate, not by grpc's stop()
     finally:
         server.call(server.server.wait_closed())
         server.loop.call_soon_threadsafe(server.loop.stop)
