@@ -13,6 +13,7 @@ from stedq.training.evaluate import EvalOptions, EvaluationError, evaluate
 from stedq.training.metrics import per_bin_metrics, regression_metrics
 from stedq.training.train import Dataset, train
 from stedq.training.userstudy import TesterRecord, read_records_csv, write_records_csv
+from tests.test_data_ceiling import write_labels
 from tests.test_training_train import PNG, config, tiny_dataset
 
 
@@ -37,6 +38,8 @@ def test_regression_metrics_by_hand():
 def test_evaluate_writes_the_paper_report(run_dir, tmp_path):
     ds = tiny_dataset(n=20)
     ds.labels_clean = np.clip(ds.labels + 0.01, 0, 1)
+    ds.path = str(tmp_path / "data")   # its labels.csv records the label's inputs, as synthetic data does
+    write_labels(tmp_path / "data", ds.names, [20.0, 30.0])
     unseen = tiny_dataset(n=8, seed=5)
     unseen.path = "other"
     human = tmp_path / "human.csv"
@@ -59,6 +62,9 @@ def test_evaluate_writes_the_paper_report(run_dir, tmp_path):
                     "## User study: human tester records", "| confusion C |"):
         assert heading in report
     assert "Monotonicity" not in report
+    assert metrics["test"]["ceiling"]["n"] == 2 and "unseen-set" in metrics["unseen"]
+    assert metrics["unseen"]["unseen-set"]["ceiling"] is None   # no labels.csv: nothing to say
+    assert report.count("the pixel-size-blind oracle reaches Spearman") == 1
     thinning = metrics["thinning"]   # the test split's images with label >= 0.1, two steps each
     assert thinning["images"] == int((ds.labels[select_test(run_dir, ds)] >= 0.1).sum())
     assert thinning["steps"] == 2 * thinning["images"] and 0 <= thinning["falls"] <= thinning["steps"]

@@ -22,6 +22,7 @@ import numpy as np
 
 from stedq.training import userstudy
 from stedq.training.checkpoint import build_model, checkpoint_transform, load_checkpoint, save_checkpoint
+from stedq.training.data.ceiling import ceiling_markdown, label_ceiling
 from stedq.training.inference import pick_device, predict_scores, resolve_precision
 from stedq.training.metrics import metrics_markdown, per_bin_metrics, regression_metrics
 
@@ -136,6 +137,10 @@ def evaluate(run: str | Path, ds, unseen: dict[str, object], options: EvalOption
                                                   "per_bin": r["per_bin"]}
         panels[f"unseen: {name}"] = (np.asarray(other.labels), r["pred"], r["metrics"])
     plot_scatter(panels, out / "scatter.png")
+    # what an image-only model could reach on these labels (synthetic data only; docs/training.md)
+    results["test"]["ceiling"] = label_ceiling(ds.path, [ds.names[i] for i in test_idx])
+    for name, other in unseen.items():
+        results["unseen"][name]["ceiling"] = label_ceiling(other.path, list(other.names), ds.path)
 
     # the user study, simulated: testers judge target vs network and target vs random baseline
     rng = np.random.default_rng(options.seed)
@@ -336,10 +341,12 @@ def report_markdown(results: dict, test_md: str, study_md: str, human_md: str, m
                     thin_md: str = "") -> str:
     parts = [f"# Evaluation of `{results['checkpoint']}` (epoch {results['epoch']})", "",
              f"Data: `{results['data']}`; device {results['device']}, {results['precision']}.", "",
-             "## Test split (held out)", "", test_md]
+             "## Test split (held out)", "", test_md,
+             ceiling_markdown(results["test"].get("ceiling"), results["test"]["metrics"]["spearman"])]
     for name, r in results.get("unseen", {}).items():
         m = metrics_markdown(r["metrics"], r["per_bin"])
-        parts += [f"## Unseen: {name} (`{r['path']}`)", "", m]
+        parts += [f"## Unseen: {name} (`{r['path']}`)", "", m,
+                  ceiling_markdown(r.get("ceiling"), r["metrics"]["spearman"])]
     s = results["simulated_study"]
     testers = ", ".join(f"{name} (noise {t['noise']:.3f})" for name, t in s["testers"].items())
     tolerance = next(iter(s["testers"].values()))["tolerance"]

@@ -1,4 +1,4 @@
-"""`stedq data synth|preview|check`."""
+"""`stedq data synth|preview|calibrate|check|ceiling|fit`."""
 
 from __future__ import annotations
 
@@ -63,6 +63,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "and report every problem at once. Exit status 1 if there is any.")
     check.add_argument("folder", type=Path, help="dataset folder")
     check.set_defaults(func=_check)
+
+    ceiling = data_sub.add_parser(
+        "ceiling", help="what the labels allow an image-only model to reach",
+        description="Spearman and RMSE against the labels of two oracles: the labeller's noise-free quality, "
+                    "and the pixel-size-blind oracle (every input of the label known exactly but the pixel "
+                    "size, which the 224x224 counts do not state): what an image-only model can be expected "
+                    "to reach on this data. Needs a synthetic labels.csv (the label's inputs per image).",
+        epilog="example:\n  stedq data ceiling data/synth4/actin data/synth4/tubulin --prior data/synth4/actin",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ceiling.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="labelled synthetic folders")
+    ceiling.add_argument("--prior", type=Path, default=None, metavar="FOLDER",
+                         help="the folder whose pixel sizes the oracle averages over (default: each folder's own; "
+                              "give the training data for an unseen set)")
+    ceiling.add_argument("--json", action="store_true", help="print JSON instead of text")
+    ceiling.set_defaults(func=_ceiling)
 
     fit = data_sub.add_parser(
         "fit", help="does the model fit these images? the fit verdict per file",
@@ -138,6 +153,27 @@ def _fit(args: argparse.Namespace) -> int:
         print(f"{len(flagged)} of {len(rows)} images flagged or unreadable (model {manifest.version})",
               file=sys.stderr)
     return 1 if flagged else 0
+
+
+def _ceiling(args: argparse.Namespace) -> int:
+    import json
+
+    from stedq.training.data.ceiling import COLUMNS, ceiling_markdown, label_ceiling
+
+    results, missing = {}, []
+    for folder in args.folders:
+        results[str(folder)] = label_ceiling(folder, prior_folder=args.prior)
+        if results[str(folder)] is None:
+            missing.append(folder)
+            print(f"stedq data ceiling: {folder}: no labels.csv with the label's inputs ({', '.join(COLUMNS)}): "
+                  f"only synthetic data from `stedq data synth` records them", file=sys.stderr)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for folder, ceiling in results.items():
+            if ceiling is not None:
+                print(f"{folder}: {ceiling_markdown(ceiling).replace('**', '')}", end="")
+    return 1 if missing else 0
 
 
 def _preview(args: argparse.Namespace) -> int:

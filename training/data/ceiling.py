@@ -1,0 +1,88 @@
+"""What the synthetic labels allow a model that sees only the image to reach.
+
+The virtual expert rates resolution in nanometres, but an image shows it in pixels: where a dataset's
+pixel size varies (data 2.0: 15-35 nm), two images whose PSFs are equally many pixels wide can carry labels
+far apart, and nothing in the 224x224 counts states which pixel size they were taken at (at most the
+structure's physical scale hints at it). The *pixel-size-blind oracle* knows every other input of the
+label exactly (the measured SNR, the structure similarity, bleaching, saturation and the resolution in
+pixels) and predicts the expected label over the dataset's pixel sizes: the least-squares prediction
+without the pixel size. Its Spearman and RMSE against the labels bound what an image-only model can be
+expected to reach on that data; the labeller's own noise (label_clean vs label) bounds it further.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from stedq.training.data.label import expert_quality
+from stedq.training.data.loader import LABELS_CSV, label_columns
+from stedq.training.metrics import regression_metrics
+
+COLUMNS = ("resolution_nm", "snr", "structure_loss", "structure_similarity", "saturation", "pixel_nm",
+           "label_clean", "label")
+
+
+def pixel_blind_quality(row: np.ndarray, pixel_sizes: np.ndarray, shares: np.ndarray) -> float:
+    """Expected virtual-expert quality of one image (a COLUMNS row) over `pixel_sizes` drawn with
+    `shares`, its resolution held fixed in pixels."""
+    resolution_nm, snr, loss, similarity, saturation, pixel_nm = row[:6]
+    resolution_px = resolution_nm / pixel_nm
+    return float(sum(share * expert_quality(resolution_px * size, snr, loss, similarity, saturation)
+                     for size, share in zip(pixel_sizes, shares, strict=True)))
+
+
+def label_ceiling(folder: Path | str | None, names: list[str] | None = None, prior_folder: Path | None = None) -> dict | None:
+    """The oracles' figures on `names` of `folder` (all of its images when None), the pixel sizes' shares
+    taken from all of `prior_folder` (default: `folder`, i.e. the dataset a model was trained on).
+    None when labels.csv does not record the label's inputs (real or older data)."""
+    if not folder:
+        return None
+    folder = Path(folder)
+    if names is None:
+        names = _all_names(folder)
+    rows = label_columns(folder, names, COLUMNS) if names else None
+    prior_rows = label_columns(Path(prior_folder or folder), _all_names(Path(prior_folder or folder)), ("pixel_nm",))
+    if rows is None or prior_rows is None:
+        return None
+    pixel_sizes, counts = np.unique(prior_rows[:, 0], return_counts=True)
+    shares = counts / counts.sum()
+    blind = np.array([pixel_blind_quality(row, pixel_sizes, shares) for row in rows])
+    labels, clean = rows[:, 7], rows[:, 6]
+    return {"n": len(rows),
+            "pixel_sizes_nm": {f"{size:g}": round(float(share), 3) for size, share in zip(pixel_sizes, shares, strict=True)},
+            "label_noise": _brief(regression_metrics(clean, labels)),
+            "pixel_blind": _brief(regression_metrics(blind, labels))}
+
+
+def _brief(metrics: dict) -> dict:
+    return {"spearman": metrics["spearman"], "rmse": metrics["rmse"]}
+
+
+def _all_names(folder: Path) -> list[str]:
+    table = folder / LABELS_CSV
+    if not table.is_file():
+        return []
+    with table.open(newline="") as handle:
+        return [Path(row.get("file") or "").stem or row.get("name", "") for row in csv.DictReader(handle)]
+
+
+def ceiling_markdown(ceiling: dict | None, model_spearman: float | None = None) -> str:
+    """Two lines for a report: the oracles' Spearman and RMSE (and what share of the way the model went)."""
+    if ceiling is None:
+        return ""
+    sizes = ", ".join(f"{size} nm {share:.0%}" for size, share in ceiling["pixel_sizes_nm"].items())
+    blind, noise = ceiling["pixel_blind"], ceiling["label_noise"]
+    lines = [f"What the labels allow (n = {ceiling['n']}; pixel sizes {sizes}): the pixel-size-blind "
+             f"oracle reaches Spearman **{_fmt(blind['spearman'])}** (RMSE {blind['rmse']:.3f}); the labeller's "
+             f"noise alone caps any model at {_fmt(noise['spearman'])} (RMSE {noise['rmse']:.3f})."]
+    if model_spearman is not None and blind["spearman"] is not None:
+        lines.append(f"The model's {model_spearman:.3f} is {model_spearman - blind['spearman']:+.3f} from the "
+                     f"pixel-size-blind oracle.")
+    return " ".join(lines) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
