@@ -104,3 +104,24 @@ def test_balanced_mode_spreads_labels(tmp_path):
     labels = load_labelled_folder(tmp_path / "actin").labels
     # Images 0-3 aim at the four lowest of ten bins (0.05, 0.15, 0.25, 0.35).
     assert labels.max() < 0.6 and labels.min() < 0.2, labels
+
+
+def test_a_fixed_pixel_size_changes_the_pixel_size_only(tmp_path):
+    """--pixel-nm: the same seed's classes and acquisition parameters, every image at one pixel size (the
+    pair of sets that measures what the varied pixel size costs a model)."""
+    generate(tmp_path / "drawn", {"actin": 3}, seed=7, workers=1, progress=False)
+    assert main(["data", "synth", "--out", str(tmp_path / "fixed"), "--actin", "3", "--tubulin", "0",
+                 "--seed", "7", "--pixel-nm", "30", "--workers", "1", "--no-progress"]) == 0
+
+    def rows(folder):
+        with open(folder / "actin" / "labels.csv", newline="") as handle:
+            return list(csv.DictReader(handle))
+    drawn, fixed = rows(tmp_path / "drawn"), rows(tmp_path / "fixed")
+    assert {row["pixel_nm"] for row in fixed} == {"30"} and {row["pixel_nm"] for row in drawn} != {"30"}
+    for key in ("class", "source", "dwell_time_us", "p_ex_uw", "p_sted_mw", "acquisition"):
+        assert [row[key] for row in fixed] == [row[key] for row in drawn], key
+    assert json.loads((tmp_path / "fixed" / "DONE").read_text())["pixel_nm"] == 30.0
+    with pytest.raises(SystemExit, match="was generated with"):
+        generate(tmp_path / "fixed", {"actin": 3}, seed=7, workers=1, progress=False, pixel_nm=25.0)
+    with pytest.raises(SystemExit, match="outside 5-100 nm"):
+        main(["data", "synth", "--out", str(tmp_path / "bad"), "--pixel-nm", "0"])

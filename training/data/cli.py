@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
     synth.add_argument("--balanced", action="store_true",
                        help="aim for a uniform label distribution instead of the paper-like one")
+    synth.add_argument("--pixel-nm", type=float, default=None, metavar="NM",
+                       help="one pixel size for every image (default: drawn per image, 15-35 nm); the other "
+                            "draws stay those of the same --seed, so the two sets differ in pixel size only")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.set_defaults(func=_synth)
 
@@ -99,8 +102,10 @@ def _synth(args: argparse.Namespace) -> int:
     counts = {name: n for name, n in (("actin", args.actin), ("tubulin", args.tubulin)) if n > 0}
     if not counts:
         raise SystemExit("stedq data synth: nothing to do (--actin and --tubulin are both 0)")
+    if args.pixel_nm is not None and not 5.0 <= args.pixel_nm <= 100.0:
+        raise SystemExit(f"stedq data synth: --pixel-nm {args.pixel_nm:g} is outside 5-100 nm")
     generate(args.out, counts, seed=args.seed, workers=max(1, args.workers), balanced=args.balanced,
-             progress=not args.no_progress)
+             progress=not args.no_progress, pixel_nm=args.pixel_nm)
     print(f"wrote {', '.join(f'{n} {s}' for s, n in counts.items())} images under {args.out}")
     return 0
 

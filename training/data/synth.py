@@ -79,22 +79,25 @@ def image_class(rng: np.random.Generator) -> str:
     return str(rng.choice(list(CLASSES), p=list(CLASSES.values())))
 
 
-def sample_acquisition(rng: np.random.Generator, kind: str) -> dict[str, float]:
-    """The sample/detector side of one image: pixel size, photon scale, defocus (out-of-focus class)."""
-    pixel_nm = float(rng.choice(list(PIXEL_SIZE_WEIGHTS), p=list(PIXEL_SIZE_WEIGHTS.values())))
+def sample_acquisition(rng: np.random.Generator, kind: str, pixel_nm: float | None = None) -> dict[str, float]:
+    """The sample/detector side of one image: pixel size, photon scale, defocus (out-of-focus class).
+    A fixed `pixel_nm` replaces the drawn size and leaves every other draw as it was."""
+    drawn = float(rng.choice(list(PIXEL_SIZE_WEIGHTS), p=list(PIXEL_SIZE_WEIGHTS.values())))
+    pixel_nm = drawn if pixel_nm is None else float(pixel_nm)
     photon_scale = float(np.exp(rng.uniform(*np.log(PHOTON_SCALE_RANGE))))
     defocus_nm = float(rng.uniform(*DEFOCUS_NM_RANGE)) if kind == "out_of_focus" else 0.0
     return {"pixel_nm": pixel_nm, "photon_scale": photon_scale, "defocus_nm": defocus_nm}
 
 
-def simulate_one(structure: str, seed: int, index: int, balanced: bool = False) -> tuple[np.ndarray, dict]:
+def simulate_one(structure: str, seed: int, index: int, balanced: bool = False,
+                 pixel_nm: float | None = None) -> tuple[np.ndarray, dict]:
     """Image `index` of the dataset: (uint16 image, csv row without the file name)."""
     from stedq.training.data.microscope import SimulatedMicroscope
 
     s = image_seed(seed, structure, index)
     rng = np.random.default_rng(s)
     kind = image_class(rng)
-    sample = sample_acquisition(rng, kind)
+    sample = sample_acquisition(rng, kind, pixel_nm)
     params = sample_parameters(rng)
     if kind == "confocal":
         params.update(p_sted_mw=0.0, dwell_time_us=float(rng.uniform(10.0, 80.0)), repeats=1)
@@ -150,12 +153,12 @@ def _existing(folder: Path, structure: str, index: int) -> Path | None:
     return matches[0] if matches else None
 
 
-def _work(job: tuple[str, int, int, bool, str]) -> dict:
+def _work(job: tuple[str, int, int, bool, str, float | None]) -> dict:
     """Worker: simulate one image and write its TIFF (atomically: a killed run leaves no half file)."""
     import tifffile
 
-    structure, seed, index, balanced, folder = job
-    image, row = simulate_one(structure, seed, index, balanced)
+    structure, seed, index, balanced, folder, pixel_nm = job
+    image, row = simulate_one(structure, seed, index, balanced, pixel_nm)
     row["label"] = round(row["label"], 4)   # the file name's precision is the label
     name = file_stem(structure, index)
     path = Path(folder) / f"{name}-{row['label']:.4f}.tiff"
@@ -174,15 +177,16 @@ def _init_worker() -> None:
 
 
 def generate(out: Path, counts: dict[str, int], seed: int = 0, workers: int = 2, balanced: bool = False,
-             progress: bool = True) -> dict[str, Path]:
-    """Generate (or resume) every structure folder under `out`; returns structure -> folder."""
+             progress: bool = True, pixel_nm: float | None = None) -> dict[str, Path]:
+    """Generate (or resume) every structure folder under `out`; returns structure -> folder. `pixel_nm`
+    fixes the pixel size (default: drawn from PIXEL_SIZE_WEIGHTS), the other draws staying the same."""
     from tqdm import tqdm
 
     from stedq.training.data.loader import write_manifest
 
     out = Path(out)
-    _check_resumable(out, counts, seed, balanced)
-    jobs: list[tuple[str, int, int, bool, str]] = []
+    _check_resumable(out, counts, seed, balanced, pixel_nm)
+    jobs: list[tuple[str, int, int, bool, str, float | None]] = []
     folders = {}
     for structure, n in counts.items():
         folder = out / structure
@@ -194,7 +198,7 @@ def generate(out: Path, counts: dict[str, int], seed: int = 0, workers: int = 2,
                    (folder / ".rows" / f"{file_stem(structure, i)}.json").exists())
         if done:
             log.info("%s: %d of %d images already there, resuming", structure, done, n)
-        jobs += [(structure, seed, i, balanced, str(folder)) for i in range(n)
+        jobs += [(structure, seed, i, balanced, str(folder), pixel_nm) for i in range(n)
                  if not (_existing(folder, structure, i) and (folder / ".rows" / f"{file_stem(structure, i)}.json").exists())]
     (out / "DONE").unlink(missing_ok=True)
     start = time.monotonic()
@@ -212,18 +216,20 @@ def generate(out: Path, counts: dict[str, int], seed: int = 0, workers: int = 2,
     for structure, folder in folders.items():
         _write_labels(folder, structure, counts[structure])
         write_manifest(folder, {"generator": "stedq data synth", "structure": structure, "seed": seed,
-                                "count": counts[structure], "balanced": balanced})
-    (out / "DONE").write_text(json.dumps({"counts": counts, "seed": seed, "balanced": balanced,
+                                "count": counts[structure], "balanced": balanced,
+                                **({} if pixel_nm is None else {"pixel_nm": pixel_nm})})
+    (out / "DONE").write_text(json.dumps({"counts": counts, "seed": seed, "balanced": balanced, "pixel_nm": pixel_nm,
                                           "simulated_images": len(jobs), "seconds": round(elapsed, 1),
                                           "workers": workers}, indent=2) + "\n")
     log.info("%d images simulated in %.0f s into %s", len(jobs), elapsed, out)
     return folders
 
 
-def _check_resumable(out: Path, counts: dict[str, int], seed: int, balanced: bool) -> None:
+def _check_resumable(out: Path, counts: dict[str, int], seed: int, balanced: bool,
+                     pixel_nm: float | None = None) -> None:
     """Resuming into a folder made with other settings would mix two datasets: refuse, saying why."""
     settings_path = out / ".synth.json"
-    settings = {"seed": seed, "balanced": balanced}
+    settings = {"seed": seed, "balanced": balanced, **({} if pixel_nm is None else {"pixel_nm": pixel_nm})}
     if settings_path.is_file():
         before = json.loads(settings_path.read_text())
         if before != settings:
