@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hmac
 import inspect
 import logging
@@ -47,6 +48,28 @@ def _code_name(context: grpc.aio.ServicerContext, default: str) -> str:
     return next((c.name for c in grpc.StatusCode if c.value[0] == code), default)
 
 
+def _around(handler: grpc.RpcMethodHandler, scope) -> grpc.RpcMethodHandler:
+    """`handler` with each call run inside `scope(context)`, an async context manager (unary or streamed
+    responses alike): where an interceptor counts, times or refuses a call."""
+    kind = _kind(handler)
+    behavior = getattr(handler, kind)
+    if handler.response_streaming:
+        async def wrapped(request, context):
+            async with scope(context):
+                result = behavior(request, context)
+                if inspect.isasyncgen(result):
+                    async for response in result:
+                        yield response
+                else:
+                    await result
+    else:
+        async def wrapped(request, context):
+            async with scope(context):
+                result = behavior(request, context)
+                return await result if inspect.isawaitable(result) else result
+    return handler._replace(**{kind: wrapped})
+
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
     """stedq_requests_total{method, code}, stedq_request_duration_seconds{method} and the in-flight gauge."""
 
@@ -59,52 +82,26 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         service, method = _split(handler_call_details.method)
         if handler is None or service not in self.services:
             return handler
-        kind = _kind(handler)
-        behavior = getattr(handler, kind)
         metrics = self.metrics
 
-        def finish(started: float, context, error: BaseException | None) -> None:
-            if error is None:
+        @contextlib.asynccontextmanager
+        async def metered(context):
+            started, code = time.perf_counter(), None
+            metrics.in_flight.inc()
+            try:
+                yield
                 code = _code_name(context, "OK")
-            elif isinstance(error, grpc.aio.AbortError):
+            except grpc.aio.AbortError:
                 code = _code_name(context, "UNKNOWN")
-            elif isinstance(error, BaseException) and type(error).__name__ == "CancelledError":
+                raise
+            except asyncio.CancelledError:
                 code = "CANCELLED"
-            else:
-                code = "UNKNOWN"
-            metrics.in_flight.dec()
-            metrics.observe_request(method, code, time.perf_counter() - started)
+                raise
+            finally:
+                metrics.in_flight.dec()
+                metrics.observe_request(method, code or "UNKNOWN", time.perf_counter() - started)
 
-        if handler.response_streaming:
-            async def metered(request, context):
-                started, error = time.perf_counter(), None
-                metrics.in_flight.inc()
-                try:
-                    result = behavior(request, context)
-                    if inspect.isasyncgen(result):
-                        async for response in result:
-                            yield response
-                    else:
-                        await result
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    finish(started, context, error)
-        else:
-            async def metered(request, context):
-                started, error = time.perf_counter(), None
-                metrics.in_flight.inc()
-                try:
-                    result = behavior(request, context)
-                    return await result if inspect.isawaitable(result) else result
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    finish(started, context, error)
-
-        return handler._replace(**{kind: metered})
+        return _around(handler, metered)
 
 
 class DrainGate(grpc.aio.ServerInterceptor):
@@ -134,50 +131,25 @@ class DrainGate(grpc.aio.ServerInterceptor):
         except TimeoutError:
             return False
 
-    def _enter(self) -> None:
+    @contextlib.asynccontextmanager
+    async def _admitted(self, context):
+        if self.draining:   # checked when the call runs: every admitted call is counted, none slips by
+            await context.abort(grpc.StatusCode.UNAVAILABLE, self.MESSAGE)
         self._in_flight += 1
         self._idle.clear()
-
-    def _leave(self) -> None:
-        self._in_flight -= 1
-        if self._in_flight == 0:
-            self._idle.set()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         service, _ = _split(handler_call_details.method)
         if handler is None or service not in self.services:
             return handler
-        kind = _kind(handler)
-        behavior = getattr(handler, kind)
-        gate = self
-
-        if handler.response_streaming:
-            async def gated(request, context):
-                if gate.draining:   # checked when the call runs: admitted calls are counted, none slips by
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, gate.MESSAGE)
-                gate._enter()
-                try:
-                    result = behavior(request, context)
-                    if inspect.isasyncgen(result):
-                        async for response in result:
-                            yield response
-                    else:
-                        await result
-                finally:
-                    gate._leave()
-        else:
-            async def gated(request, context):
-                if gate.draining:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, gate.MESSAGE)
-                gate._enter()
-                try:
-                    result = behavior(request, context)
-                    return await result if inspect.isawaitable(result) else result
-                finally:
-                    gate._leave()
-
-        return handler._replace(**{kind: gated})
+        return _around(handler, self._admitted)
 
 
 class Undecodable:

@@ -240,10 +240,13 @@ def test_a_request_sent_while_draining_is_unavailable_and_the_one_in_flight_fini
                 time.sleep(0.01)
             with pytest.raises(grpc.RpcError) as late:
                 stub.Score(pb.ScoreRequest(images=[image]), timeout=30)
+            refused = sample_value(scrape(server.server.metrics_port), "stedq_requests_total", method="Score",
+                                   code="UNAVAILABLE")   # the refusal is metered like any answer
             held.release.set()
             assert len(first.result().results) == 1
         assert late.value.code() == grpc.StatusCode.UNAVAILABLE, late.value.details()
         assert "shutting down" in late.value.details()   # refused by the server's drain gate, not by grpc's stop()
+        assert refused == 1
     finally:
         server.call(server.server.wait_closed())
         server.loop.call_soon_threadsafe(server.loop.stop)
