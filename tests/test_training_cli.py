@@ -39,6 +39,13 @@ def test_train_then_evaluate_from_the_cli(tmp_path, capsys):
     brief = json.loads(capsys.readouterr().out)
     assert brief["test"]["n"] == 1 and brief["unseen"]["tubulin"]["n"] == 6
     assert (run / "evaluation" / "report.md").is_file()
+    # two unseen folders of the same name are both reported, each named with its parent
+    other = write_folder(tmp_path / "other" / "tubulin", n=4, seed=2)
+    assert main(["evaluate", str(run), "--unseen", str(unseen), "--unseen", str(other), "--monotonic-samples",
+                 "0", "--testers", "2"]) == 0
+    brief = json.loads(capsys.readouterr().out)
+    assert {name: m["n"] for name, m in brief["unseen"].items()} == {f"{tmp_path.name}/tubulin": 6,
+                                                                     "other/tubulin": 4}
 
 
 def test_bad_folders_get_errors_naming_the_file(tmp_path):

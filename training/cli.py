@@ -190,6 +190,14 @@ def load_dataset(path: Path):
                    pixel_nm=None if pixel_nm is None else pixel_nm[:, 0])
 
 
+def _unseen_name(folder: Path, folders: list[Path]) -> str:
+    """The folder's name in the report, with its parent's when two --unseen folders share a name
+    (data/a/tubulin and data/b/tubulin would otherwise overwrite each other)."""
+    if sum(f.name == folder.name for f in folders) > 1:
+        return f"{folder.parent.name}/{folder.name}"
+    return folder.name
+
+
 def _train(args: argparse.Namespace) -> int:
     from stedq.training.config import TrainConfig
     from stedq.training.train import TrainingError, train
@@ -231,7 +239,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if not str(data_path) or str(data_path) == ".":
             raise SystemExit(f"stedq evaluate: {checkpoint['path']} records no data path; pass --data")
         ds = load_dataset(data_path)
-        unseen = {folder.name: load_dataset(folder) for folder in args.unseen}
+        unseen = {_unseen_name(folder, args.unseen): load_dataset(folder) for folder in args.unseen}
         options = EvalOptions(testers=args.testers, tester_noise=tuple(args.tester_noise),
                               tester_tolerance=args.tester_tolerance, seed=args.seed,
                               monotonic_samples=args.monotonic_samples, device=args.device,
