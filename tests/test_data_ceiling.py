@@ -60,6 +60,8 @@ def test_varied_pixel_sizes_cap_what_an_image_only_model_can_reach(tmp_path):
     write_labels(other, [f"t{i}" for i in range(10)], [20.0])
     subset = label_ceiling(tmp_path, names[:10], prior_folder=other)
     assert subset["n"] == 10 and subset["pixel_sizes_nm"] == {"20": 1.0}
+    (tmp_path / "real").mkdir()   # a training set without the label's inputs: nothing to say, no error
+    assert label_ceiling(tmp_path, names[:10], prior_folder=tmp_path / "real") is None
 
 
 def test_data_ceiling_cli(tmp_path, capsys):

@@ -43,8 +43,10 @@ def label_ceiling(folder: Path | str | None, names: list[str] | None = None, pri
     folder = Path(folder)
     if names is None:
         names = _all_names(folder)
+    prior = Path(prior_folder or folder)
+    prior_names = _all_names(prior)
     rows = label_columns(folder, names, COLUMNS) if names else None
-    prior_rows = label_columns(Path(prior_folder or folder), _all_names(Path(prior_folder or folder)), ("pixel_nm",))
+    prior_rows = label_columns(prior, prior_names, ("pixel_nm",)) if prior_names else None
     if rows is None or prior_rows is None:
         return None
     pixel_sizes, counts = np.unique(prior_rows[:, 0], return_counts=True)
