@@ -222,7 +222,7 @@ def test_photon_variants_are_labelled_by_the_rule(tmp_path):
         photon_variants(images, labels, clean, components, 0.0, 0.0, np.random.default_rng(3), blur_share=1.0)
 
     ds = tiny_dataset()
-    with pytest.raises(TrainingError, match="--thin-share, --floor-share, --blur-share and --pair-share need"):
+    with pytest.raises(TrainingError, match="--thin-share, --floor-share, --blur-share, --defocus-share, --clip-share and --pair-share need"):
         train(ds, tmp_path / "refused", config(thin_share=0.5))
     counts = np.rint(ds.images * 1000)                               # photon counts, on the model's scale
     ds.images = (counts / MODEL_COUNTS_PER_UNIT).astype(np.float32)
@@ -232,13 +232,63 @@ def test_photon_variants_are_labelled_by_the_rule(tmp_path):
         train(ds, tmp_path / "no-pixel-size", config(blur_share=0.5))
     ds.pixel_nm = np.full(len(ds.labels), 20.0)
     summary = train(ds, tmp_path / "thinned", config(epochs=1, thin_share=0.5, blur_share=0.5, pair_share=0.5,
-                                                           pair_loss="hinge"))
+                                                           pair_loss="hinge", defocus_share=0.2, clip_share=0.2))
     saved = load_checkpoint(tmp_path / "thinned")["config"]
     assert summary["epochs_run"] == 1 and saved["thin_share"] == 0.5 and saved["pair_share"] == 0.5
-    assert saved["pair_loss"] == "hinge"
+    assert saved["pair_loss"] == "hinge" and saved["defocus_share"] == 0.2 and saved["clip_share"] == 0.2
     with pytest.raises(TrainingError, match="pair-loss"):   # refused before any work
         train(ds, tmp_path / "bad-pair-loss", config(pair_share=0.5, pair_loss="huber"))
     assert not (tmp_path / "bad-pair-loss").exists()
+
+
+def test_defocus_and_clip_copies_are_labelled_by_the_rule(tmp_path):
+    """--defocus-share / --clip-share: an out-of-focus copy keeps its photons, is blurred to 370-940 nm and
+    scores at most the confocal floor; a clipped copy has flat tops at 10-30 % of its peak; each gets the
+    label the simulator (which knows the ideal image) gives those counts, within the approximation of the
+    structure shown; with both shares 0 the draws are the ones before the two existed."""
+    from stedq.pixels import MODEL_COUNTS_PER_UNIT
+    from stedq.training.augment import DEFOCUS_FWHM_NM, photon_variants
+    from stedq.training.data.label import LABEL_INPUTS, RES_FLOOR, image_saturation
+    from stedq.training.data.microscope import SimulatedMicroscope
+
+    scopes, images, infos = [], [], []
+    for seed in range(3):
+        scope = SimulatedMicroscope("actin", seed=seed)
+        image, info = scope.acquire(dwell_time_us=20.0 + 20 * seed, p_ex_uw=15.0, p_sted_mw=60.0)
+        scopes.append(scope), images.append(image / MODEL_COUNTS_PER_UNIT), infos.append(info)
+    images = np.array(images, np.float32)
+    clean = np.array([info["label_clean"] for info in infos])
+    labels = np.clip(clean + 0.02, 0, 1).astype(np.float32)
+    components = np.array([[info[c] for c in LABEL_INPUTS] for info in infos])
+    pixel_nm = np.full(len(images), 20.0)
+
+    defocused, targets = photon_variants(images, labels, clean, components, 0.0, 0.0, np.random.default_rng(4),
+                                         pixel_nm=pixel_nm, defocus_share=1.0)
+    for i in range(3):
+        counts = np.rint(defocused[i] * MODEL_COUNTS_PER_UNIT).astype(np.int64)
+        assert abs(counts.sum() - images[i].sum() * MODEL_COUNTS_PER_UNIT) < 5 * np.sqrt(counts.sum())
+        assert counts.max() < 0.5 * images[i].max() * MODEL_COUNTS_PER_UNIT    # far smoother
+        assert targets[i] <= RES_FLOOR + 0.02 + 1e-6 < labels[i]
+        bounds = [scopes[i].label(counts, {**infos[i], "resolution_nm": fwhm})["label_clean"] + 0.02
+                  for fwhm in DEFOCUS_FWHM_NM]   # the resolution it may have been given: the label is flat there
+        assert min(bounds) - 0.02 <= targets[i] <= max(bounds) + 0.02, (bounds, targets[i])
+
+    clipped, targets = photon_variants(images, labels, clean, components, 0.0, 0.0, np.random.default_rng(5),
+                                       clip_share=1.0)
+    for i in range(3):
+        counts = np.rint(clipped[i] * MODEL_COUNTS_PER_UNIT).astype(np.int64)
+        peak = images[i].max() * MODEL_COUNTS_PER_UNIT
+        assert 0.1 * peak - 1 <= counts.max() <= 0.3 * peak and image_saturation(counts) > 0.1
+        truth = scopes[i].label(counts, infos[i])["label_clean"]
+        assert targets[i] == pytest.approx(truth + 0.02, abs=0.02) and targets[i] < labels[i] - 0.3
+
+    # the two new draws come after the old ones and only when asked for: old runs repeat exactly
+    old = photon_variants(images, labels, clean, components, 0.5, 0.5, np.random.default_rng(6), 0.5, pixel_nm)
+    new = photon_variants(images, labels, clean, components, 0.5, 0.5, np.random.default_rng(6), 0.5, pixel_nm,
+                          defocus_share=0.0, clip_share=0.0)
+    assert np.array_equal(old[0], new[0]) and np.array_equal(old[1], new[1])
+    with pytest.raises(ValueError, match="pixel size"):
+        photon_variants(images, labels, clean, components, 0.0, 0.0, np.random.default_rng(3), defocus_share=1.0)
 
 
 def test_pair_loss_is_the_error_of_score_differences():

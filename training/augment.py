@@ -34,6 +34,7 @@ THIN_FRACTIONS = (0.1, 0.8)   # photons kept, drawn log-uniformly: real thinning
 FLOOR_FRACTIONS = (0.02, 0.35)   # background floor, as a share of the image's signal (its brightest 2 %)
 HAZE_SIGMA_PX = 32.0             # the floor varies smoothly, as out-of-focus light does
 BLUR_SIGMA_PX = (0.7, 6.0)       # blurred copies, drawn log-uniformly: 1-2 px is a slightly soft image, 5 px confocal
+DEFOCUS_FWHM_NM = (370.0, 940.0)  # out-of-focus copies: the span of the generator's out-of-focus class (data 2.0)
 
 
 def background_haze(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -46,7 +47,8 @@ def background_haze(shape: tuple[int, int], rng: np.random.Generator) -> np.ndar
 
 def photon_variants(images: np.ndarray, labels: np.ndarray, clean: np.ndarray, components: np.ndarray,
                     thin_share: float, floor_share: float, rng: np.random.Generator, blur_share: float = 0.0,
-                    pixel_nm: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    pixel_nm: np.ndarray | None = None, defocus_share: float = 0.0,
+                    clip_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(images, labels) with items replaced by the same acquisition through a wider PSF (a `blur_share` of
     them: Gaussian blur of 0.7-6 px, detected anew with the same photons; needs `pixel_nm`), with fewer
     photons (a `thin_share`: binomial thinning to 10-80 %) and/or over a background floor (a
@@ -55,29 +57,56 @@ def photon_variants(images: np.ndarray, labels: np.ndarray, clean: np.ndarray, c
     structure measured on the new counts (stedq.training.data.label), the item's labeller noise kept.
     Saturated images are left alone (each would change the plateau the label penalises).
 
+    Two rarer acquisition faults, drawn after those (the network underfits the generator's few examples of
+    each, docs/training.md): a `defocus_share` of items blurred to an out-of-focus resolution (370-940 nm
+    FWHM, same photons), and a `clip_share` clipped at 10-30 % of their peak, as the generator's saturated
+    class is; the structure shown and the saturation are measured on the new image
+    (label.similarity_after_change, label.image_saturation). With both shares 0 the draws are the same as
+    before they existed.
+
     Each structure meets its dimmer, hazier and blurrier self with the label the rule gives them: the mix
     of separate acquisitions alone taught neither that fewer photons score lower, nor that a floor costs
     only the SNR it takes, nor that a smooth image of the same photons is a worse one (docs/training.md)."""
     from stedq.pixels import MODEL_COUNTS_PER_UNIT
-    from stedq.training.data.label import blurred_copy, blurred_resolution_nm, image_snr, quality_after
+    from stedq.training.data.label import (
+        FWHM_PER_SIGMA,
+        blurred_copy,
+        blurred_resolution_nm,
+        expert_quality,
+        image_saturation,
+        image_snr,
+        quality_after,
+        similarity_after_change,
+        structure_similarity_after,
+    )
+    from stedq.training.data.synth import SATURATION_CEILING
 
-    if blur_share and pixel_nm is None:
-        raise ValueError("--blur-share needs each image's pixel size (labels.csv column pixel_nm)")
+    if (blur_share or defocus_share) and pixel_nm is None:
+        raise ValueError("--blur-share and --defocus-share need each image's pixel size (labels.csv column pixel_nm)")
     unsaturated = components[:, 3] == 0
     blur = (rng.random(len(images)) < blur_share) & unsaturated
     thin = (rng.random(len(images)) < thin_share) & unsaturated
     floor = (rng.random(len(images)) < floor_share) & unsaturated
-    if not (blur.any() or thin.any() or floor.any()):
+    none = np.zeros(len(images), bool)
+    defocus = (rng.random(len(images)) < defocus_share) & unsaturated & ~blur if defocus_share else none
+    clip = (rng.random(len(images)) < clip_share) & unsaturated if clip_share else none
+    if not (blur.any() or thin.any() or floor.any() or defocus.any() or clip.any()):
         return images, labels
     images, labels = images.copy(), labels.copy()
     low, high = np.log(THIN_FRACTIONS[0]), np.log(THIN_FRACTIONS[1])
-    for i in np.flatnonzero(blur | thin | floor):
+    for i in np.flatnonzero(blur | thin | floor | defocus | clip):
         counts = np.rint(images[i].astype(np.float64) * MODEL_COUNTS_PER_UNIT).astype(np.int64)
         resolution_nm, loss, similarity, saturation = components[i]
         if blur[i]:   # the structure shown stays the sample's (the simulator's confocal images keep ~0.9)
             sigma_px = float(np.exp(rng.uniform(*np.log(BLUR_SIGMA_PX))))
             counts = blurred_copy(counts, sigma_px, rng)
             resolution_nm = blurred_resolution_nm(resolution_nm, sigma_px, float(pixel_nm[i]))
+        if defocus[i]:   # so wide a blur shows less of the structure
+            fwhm_nm = float(rng.uniform(*DEFOCUS_FWHM_NM))
+            sigma_px = np.sqrt(max(fwhm_nm ** 2 - resolution_nm ** 2, 0.0)) / (FWHM_PER_SIGMA * float(pixel_nm[i]))
+            blurred = blurred_copy(counts, sigma_px, rng)
+            similarity = similarity_after_change(counts, blurred, similarity)
+            counts, resolution_nm = blurred, blurred_resolution_nm(resolution_nm, sigma_px, float(pixel_nm[i]))
         changed, kept = counts, 1.0
         if thin[i]:
             kept = float(np.exp(rng.uniform(low, high)))
@@ -85,7 +114,14 @@ def photon_variants(images: np.ndarray, labels: np.ndarray, clean: np.ndarray, c
         if floor[i]:
             level = rng.uniform(*FLOOR_FRACTIONS) * image_snr(changed)[1]
             changed = changed + rng.poisson(level * background_haze(counts.shape, rng))
-        quality = quality_after(counts, changed, kept, resolution_nm, loss, similarity, saturation)
+        if clip[i]:   # a detector clips whatever reaches it: last
+            shown = structure_similarity_after(counts, changed, similarity, kept)
+            clipped = np.minimum(changed, max(2, int(rng.uniform(*SATURATION_CEILING) * changed.max())))
+            quality = expert_quality(resolution_nm, image_snr(clipped)[0], loss,
+                                     similarity_after_change(changed, clipped, shown), image_saturation(clipped))
+            changed = clipped
+        else:
+            quality = quality_after(counts, changed, kept, resolution_nm, loss, similarity, saturation)
         labels[i] = np.clip(quality + (labels[i] - clean[i]), 0.0, 1.0)
         images[i] = np.minimum(changed, MODEL_COUNTS_PER_UNIT) / MODEL_COUNTS_PER_UNIT
     return images, labels

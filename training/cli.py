@@ -43,6 +43,13 @@ TRAIN_HELP = {
                   "of 0.7-6 px, detected anew), labelled by the virtual expert's rule with the resolution "
                   "widened in quadrature (not in the paper: a smooth image of the same photons is a worse "
                   "image, not a cleaner one; needs the synthetic labels.csv; 0 = off)",
+    "defocus_share": "share of training items replaced by the same photons blurred to an out-of-focus "
+                     "resolution (370-940 nm FWHM), labelled by the virtual expert's rule with the structure "
+                     "shown measured anew (not in the paper: the generator's few out-of-focus images are "
+                     "underfit; needs the synthetic labels.csv; 0 = off)",
+    "clip_share": "share of training items clipped at 10-30 %% of their peak, as a saturated detector "
+                  "records them, labelled by the virtual expert's rule (not in the paper: the generator's few "
+                  "saturated images are underfit; needs the synthetic labels.csv; 0 = off)",
     "pair_share": "append to each batch this share of its size as pairs: an item and a copy of it with "
                   "fewer photons (60 %%) or blurred (40 %%), both uncropped; the loss adds --pair-weight x "
                   "the squared error of their score difference against the rule's label difference, which "

@@ -31,6 +31,8 @@ class TrainConfig:
     thin_share: float = 0.0        # share of training items replaced by a photon-thinned copy, labelled by the rule
     floor_share: float = 0.0       # share of training items given a background floor (haze), labelled by the rule
     blur_share: float = 0.0        # share of training items replaced by a blurred copy (same photons), labelled by the rule
+    defocus_share: float = 0.0     # share of training items blurred to an out-of-focus resolution, labelled by the rule
+    clip_share: float = 0.0        # share of training items clipped at 10-30 % of their peak (saturated), labelled by the rule
     pair_share: float = 0.0        # per batch, this share of its size again as (original, changed copy) pairs
     pair_weight: float = 1.0       # weight of the pairs' score-difference loss against the plain MSE
     pair_loss: str = "mse"         # mse (difference fitted to the label's) | hinge (drop at least the label's) | mse+hinge

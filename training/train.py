@@ -204,10 +204,12 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
         raise TrainingError(f"unknown --pair-loss {config.pair_loss!r} ({', '.join(PAIR_LOSSES)})")
     if config.input_transform not in INPUT_TRANSFORMS:
         raise TrainingError(f"unknown --input-transform {config.input_transform!r} ({', '.join(INPUT_TRANSFORMS)})")
-    variants = bool(config.thin_share or config.floor_share or config.blur_share or config.pair_share)
+    variants = bool(config.thin_share or config.floor_share or config.blur_share or config.pair_share
+                    or config.defocus_share or config.clip_share)
     if variants and (ds.labels_clean is None or ds.label_components is None
-                     or (config.blur_share and ds.pixel_nm is None)):
-        raise TrainingError(f"{ds.path or 'dataset'}: --thin-share, --floor-share, --blur-share and --pair-share need the "
+                     or ((config.blur_share or config.defocus_share) and ds.pixel_nm is None)):
+        raise TrainingError(f"{ds.path or 'dataset'}: --thin-share, --floor-share, --blur-share, --defocus-share, "
+                            "--clip-share and --pair-share need the "
                             "synthetic generator's labels.csv (columns label_clean, resolution_nm, structure_loss, "
                             "structure_similarity, saturation, pixel_nm) to label the changed copies; pass 0 "
                             "for other data")
@@ -239,7 +241,8 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
             clean, components, pixel_nm = label_inputs
             images, targets = photon_variants(images, targets, clean[idx], components[idx], config.thin_share,
                                               config.floor_share, rng, config.blur_share,
-                                              None if pixel_nm is None else pixel_nm[idx])
+                                              None if pixel_nm is None else pixel_nm[idx],
+                                              config.defocus_share, config.clip_share)
         images = padded_crops(images, config.crop_share, rng)
         pairs = round(config.pair_share * len(idx)) if label_inputs is not None else 0
         if pairs:

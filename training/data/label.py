@@ -183,6 +183,20 @@ def blurred_resolution_nm(resolution_nm: float, sigma_px: float, pixel_nm: float
     return float(np.hypot(resolution_nm, FWHM_PER_SIGMA * sigma_px * pixel_nm))
 
 
+def similarity_after_change(original: np.ndarray, changed: np.ndarray, similarity: float) -> float:
+    """`structure_similarity` of `changed`, an image derived from `original` (counts) by a change that
+    reshapes the structure (a heavy blur, clipped tops), without the sample's ideal image: the original's
+    similarity times the correlation of the two (both smoothed as the rule smooths). Against the
+    simulator's exact value (tests): within ~0.03 for clipping, 0.03-0.09 high for an out-of-focus blur."""
+    from scipy.ndimage import gaussian_filter
+
+    before = gaussian_filter(np.asarray(original, np.float64), IDEAL_SIGMA_PX).ravel()
+    after = gaussian_filter(np.asarray(changed, np.float64), IDEAL_SIGMA_PX).ravel()
+    if before.std() == 0 or after.std() == 0:
+        return 0.0
+    return float(np.clip(similarity * np.corrcoef(before, after)[0, 1], 0.0, 1.0))
+
+
 def blurred_copy(counts: np.ndarray, sigma_px: float, rng: np.random.Generator) -> np.ndarray:
     """`counts` through a Gaussian blur of `sigma_px`, detected anew (Poisson) with the same photon budget:
     what the real-image check's blur copies are, and what a wider PSF would have recorded."""
