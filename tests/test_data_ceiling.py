@@ -14,8 +14,10 @@ from stedq.training.data.ceiling import COLUMNS, label_ceiling, pixel_blind_qual
 from stedq.training.data.label import expert_quality
 
 
-def write_labels(folder: Path, names: list[str], pixel_sizes: list[float], seed: int = 0) -> np.ndarray:
-    """A labels.csv as `stedq data synth` writes it (the label's inputs per image); returns its rows."""
+def write_labels(folder: Path, names: list[str], pixel_sizes: list[float], seed: int = 0,
+                 classes: list[str] | None = None) -> np.ndarray:
+    """A labels.csv as `stedq data synth` writes it (the label's inputs per image, and with `classes` each
+    image's acquisition class drawn from them); returns its rows (without the class)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -27,9 +29,9 @@ def write_labels(folder: Path, names: list[str], pixel_sizes: list[float], seed:
         rows.append([resolution, snr, loss, similarity, 0.0, float(rng.choice(pixel_sizes)), clean, label])
     with (folder / "labels.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "name", *COLUMNS])
-        for name, row in zip(names, rows, strict=True):
-            writer.writerow([f"{name}-{row[-1]:.4f}.tiff", name, *row])
+        writer.writerow(["file", "name", *COLUMNS, *(["class"] if classes else [])])
+        for i, (name, row) in enumerate(zip(names, rows, strict=True)):
+            writer.writerow([f"{name}-{row[-1]:.4f}.tiff", name, *row, *([classes[i % len(classes)]] if classes else [])])
     return np.array(rows)
 
 

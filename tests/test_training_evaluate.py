@@ -10,7 +10,7 @@ import pytest
 
 from stedq.training.checkpoint import load_checkpoint
 from stedq.training.evaluate import EvalOptions, EvaluationError, evaluate
-from stedq.training.metrics import per_bin_metrics, regression_metrics
+from stedq.training.metrics import groups_markdown, per_bin_metrics, per_group_metrics, regression_metrics
 from stedq.training.train import Dataset, train
 from stedq.training.userstudy import TesterRecord, read_records_csv, write_records_csv
 from tests.test_data_ceiling import write_labels
@@ -33,13 +33,20 @@ def test_regression_metrics_by_hand():
     assert [b["n"] for b in bins] == [1, 0, 1, 0, 2] and bins[1]["rmse"] is None
     with pytest.raises(ValueError, match="3 predictions for 2 targets"):
         regression_metrics([0.1, 0.2, 0.3], [0.1, 0.2])
+    rows = per_group_metrics([0.5, 0.2, 0.3, 0.1], [0.1, 0.2, 0.3, 0.0], ["sat", "sted", "sted", "sat"])
+    assert [r["group"] for r in rows] == ["sat", "sted"]   # largest first, ties by name
+    assert rows[0]["n"] == 2 and rows[0]["bias"] == pytest.approx(0.25) and rows[0]["mae"] == pytest.approx(0.25)
+    assert rows[1]["bias"] == pytest.approx(0.0) and rows[1]["mean_target"] == pytest.approx(0.25)
+    table = groups_markdown({"test": rows[:1], "train": rows})
+    assert "| sat | 2 | 0.050 | +0.250 | 0.250 | 2 | 0.050 | +0.250 | 0.250 |" in table
+    assert "| sted | – | – | – | – | 2 | 0.250 | +0.000 | 0.000 |" in table
 
 
 def test_evaluate_writes_the_paper_report(run_dir, tmp_path):
     ds = tiny_dataset(n=20)
     ds.labels_clean = np.clip(ds.labels + 0.01, 0, 1)
     ds.path = str(tmp_path / "data")   # its labels.csv records the label's inputs, as synthetic data does
-    write_labels(tmp_path / "data", ds.names, [20.0, 30.0])
+    write_labels(tmp_path / "data", ds.names, [20.0, 30.0], classes=["sted", "sted", "saturated"])
     unseen = tiny_dataset(n=8, seed=5)
     unseen.path = "other"
     human = tmp_path / "human.csv"
@@ -65,6 +72,11 @@ def test_evaluate_writes_the_paper_report(run_dir, tmp_path):
     assert metrics["test"]["ceiling"]["n"] == 2 and "unseen-set" in metrics["unseen"]
     assert metrics["unseen"]["unseen-set"]["ceiling"] is None   # no labels.csv: nothing to say
     assert report.count("the pixel-size-blind oracle reaches Spearman") == 1
+    per_class = metrics["per_class"]   # test and training split, against the noise-free quality
+    assert sum(r["n"] for r in per_class["test"]) == 2
+    assert sum(r["n"] for r in per_class["train"]) == len(load_checkpoint(run_dir)["data"]["split"]["train"])
+    assert {r["group"] for r in per_class["train"]} == {"sted", "saturated"}
+    assert "### Per acquisition class" in report and "| saturated |" in report
     thinning = metrics["thinning"]   # the test split's images with label >= 0.1, two steps each
     assert thinning["images"] == int((ds.labels[select_test(run_dir, ds)] >= 0.1).sum())
     assert thinning["steps"] == 2 * thinning["images"] and 0 <= thinning["falls"] <= thinning["steps"]

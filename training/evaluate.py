@@ -23,8 +23,15 @@ import numpy as np
 from stedq.training import userstudy
 from stedq.training.checkpoint import build_model, checkpoint_transform, load_checkpoint, save_checkpoint
 from stedq.training.data.ceiling import ceiling_markdown, label_ceiling
+from stedq.training.data.loader import label_text_columns
 from stedq.training.inference import pick_device, predict_scores, resolve_precision
-from stedq.training.metrics import metrics_markdown, per_bin_metrics, regression_metrics
+from stedq.training.metrics import (
+    groups_markdown,
+    metrics_markdown,
+    per_bin_metrics,
+    per_group_metrics,
+    regression_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,20 @@ def true_quality(ds, indices: np.ndarray) -> tuple[np.ndarray, str]:
     if clean is not None and len(clean) == len(ds.labels) and np.all(np.isfinite(np.asarray(clean)[indices])):
         return np.asarray(clean, dtype=np.float64)[indices], "noise-free virtual-expert quality"
     return np.asarray(ds.labels, dtype=np.float64)[indices], "the labels (no noise-free quality recorded)"
+
+
+def per_class(scorer: Scorer, ds, test_idx: np.ndarray, test_pred: np.ndarray, train_idx: np.ndarray) -> dict | None:
+    """Bias and error per acquisition class of the generator (labels.csv column `class`; synthetic data
+    only), on the test and the training split, against the noise-free quality: a class biased on the
+    training images too is one the network underfits (docs/training.md). None for other data."""
+    names = [ds.names[i] for i in (*test_idx, *train_idx)]
+    rows = label_text_columns(Path(ds.path), names, ("class",)) if ds.path else None
+    if rows is None:
+        return None
+    classes = [row[0] for row in rows]
+    train_pred = scorer(ds.images[train_idx], progress="scoring training split")
+    return {"test": per_group_metrics(test_pred, true_quality(ds, test_idx)[0], classes[:len(test_idx)]),
+            "train": per_group_metrics(train_pred, true_quality(ds, train_idx)[0], classes[len(test_idx):])}
 
 
 def plot_scatter(panels: dict[str, tuple[np.ndarray, np.ndarray, dict]], png: Path) -> Path:
@@ -137,6 +158,7 @@ def evaluate(run: str | Path, ds, unseen: dict[str, object], options: EvalOption
                                                   "per_bin": r["per_bin"]}
         panels[f"unseen: {name}"] = (np.asarray(other.labels), r["pred"], r["metrics"])
     plot_scatter(panels, out / "scatter.png")
+    results["per_class"] = per_class(scorer, ds, test_idx, test["pred"], train_idx)
     # what an image-only model could reach on these labels (synthetic data only; docs/training.md)
     results["test"]["ceiling"] = label_ceiling(ds.path, [ds.names[i] for i in test_idx])
     for name, other in unseen.items():
@@ -343,6 +365,9 @@ def report_markdown(results: dict, test_md: str, study_md: str, human_md: str, m
              f"Data: `{results['data']}`; device {results['device']}, {results['precision']}.", "",
              "## Test split (held out)", "", test_md,
              ceiling_markdown(results["test"].get("ceiling"), results["test"]["metrics"]["spearman"])]
+    if results.get("per_class"):
+        parts += ["### Per acquisition class (against the noise-free quality)", "",
+                  groups_markdown(results["per_class"])]
     for name, r in results.get("unseen", {}).items():
         m = metrics_markdown(r["metrics"], r["per_bin"])
         parts += [f"## Unseen: {name} (`{r['path']}`)", "", m,

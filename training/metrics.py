@@ -44,6 +44,36 @@ def per_bin_metrics(pred, target) -> list[dict]:
     return rows
 
 
+def per_group_metrics(pred, target, groups) -> list[dict]:
+    """One row per group (e.g. the generator's acquisition classes), largest first: n, mean target, bias
+    (mean prediction - target), MAE and Spearman within the group."""
+    pred, target = np.asarray(pred, np.float64).ravel(), np.asarray(target, np.float64).ravel()
+    groups = np.asarray(groups, dtype=object)
+    rows = []
+    for name in sorted(set(groups), key=lambda g: (-int((groups == g).sum()), str(g))):
+        mask = groups == name
+        m = regression_metrics(pred[mask], target[mask])
+        rows.append({"group": str(name), "n": m["n"], "mean_target": float(target[mask].mean()),
+                     "bias": m["bias"], "mae": m["mae"], "spearman": m["spearman"]})
+    return rows
+
+
+def groups_markdown(tables: dict[str, list[dict]]) -> str:
+    """Per-group rows of several splits side by side: a bias on the training split too is underfitting."""
+    names = list(dict.fromkeys(row["group"] for rows in tables.values() for row in rows))
+    lookup = {split: {row["group"]: row for row in rows} for split, rows in tables.items()}
+    head = " | ".join(f"{split}: n | mean target | bias | MAE" for split in tables)
+    lines = [f"| class | {head} |", "|---|" + "---|---|---|---|" * len(tables)]
+    for name in names:
+        cells = []
+        for split in tables:
+            row = lookup[split].get(name)
+            cells.append("– | – | – | –" if row is None else
+                         f"{row['n']} | {row['mean_target']:.3f} | {row['bias']:+.3f} | {row['mae']:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _fmt(value, digits=3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 

@@ -197,6 +197,15 @@ def check_labelled_folder(folder: str | Path, read_images: bool = True,
 def label_columns(folder: Path, names: list[str], wanted: tuple[str, ...]):
     """(N, len(wanted)) floats from a labels.csv's columns (the synthetic generator records each label's
     inputs there), rows found by file stem or name; None when the table, a column or a row is missing."""
+    rows = label_text_columns(folder, names, wanted)
+    try:
+        return None if rows is None else np.array([[float(v) for v in row] for row in rows], dtype=np.float64)
+    except ValueError:
+        return None
+
+
+def label_text_columns(folder: Path, names: list[str], wanted: tuple[str, ...]) -> list[list[str]] | None:
+    """`label_columns` as the strings stored (e.g. the generator's acquisition class)."""
     table = Path(folder) / LABELS_CSV
     if not table.is_file():
         return None
@@ -211,8 +220,8 @@ def label_columns(folder: Path, names: list[str], wanted: tuple[str, ...]):
                 if key:
                     rows.setdefault(key, [row[column] for column in wanted])
     try:
-        return np.array([[float(value) for value in rows[name]] for name in names], dtype=np.float64)
-    except (KeyError, ValueError):
+        return [rows[name] for name in names]
+    except KeyError:
         return None
 
 
