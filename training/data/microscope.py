@@ -66,14 +66,18 @@ def resolution_nm(p_ex_uw: float, p_sted_mw: float) -> float:
     return expert.fwhm_nm(psf, PIXEL_NM)
 
 
-def _displace(molecules: np.ndarray, sd_px: float, rng: np.random.Generator) -> np.ndarray:
-    """Each molecule moved by a Gaussian step of `sd_px` (those leaving the field are lost)."""
-    rows, cols = np.nonzero(molecules)
-    counts = molecules[rows, cols]
-    points = np.repeat(np.stack([rows, cols], axis=1), counts, axis=0) + rng.uniform(0, 1, (int(counts.sum()), 2))
-    points += rng.normal(0, sd_px, points.shape)
-    grid, _, _ = np.histogram2d(points[:, 0], points[:, 1], bins=molecules.shape,
-                                range=[[0, molecules.shape[0]], [0, molecules.shape[1]]])
+def _blur_photons(counts: np.ndarray, sd_px: float, rng: np.random.Generator) -> np.ndarray:
+    """Each detected photon moved by a Gaussian step of `sd_px` (what a PSF widened by that Gaussian
+    records; a Poisson image stays one), reflected back at the field's edge as as many come in from the
+    unseen surroundings."""
+    rows, cols = np.nonzero(counts)
+    points = np.repeat(np.stack([rows, cols], axis=1), counts[rows, cols], axis=0)
+    points = points + rng.uniform(0, 1, points.shape) + rng.normal(0, sd_px, points.shape)
+    size = np.array(counts.shape, np.float64)
+    points = np.abs(points)
+    points = np.where(points > size, 2 * size - points, points)
+    grid, _, _ = np.histogram2d(points[:, 0], points[:, 1], bins=counts.shape,
+                                range=[[0, counts.shape[0]], [0, counts.shape[1]]])
     return grid.astype(np.int64)
 
 
@@ -109,8 +113,9 @@ class SimulatedMicroscope:
             molecules, self.source = np.zeros_like(molecules), "empty"
         self.ideal = expert.ideal_image(molecules)   # what a perfect acquisition would show
         self.molecules_initial = int(molecules.sum())
-        if defocus_nm > 0:   # out of focus: the ideal stays the in-focus sample, the scope sees a blur
-            molecules = _displace(molecules, defocus_nm / self.pixel_nm, self.rng)
+        # Out of focus: the ideal stays the in-focus sample and the scope sees it blurred (acquire). Each
+        # *photon* is displaced, not each molecule: displaced molecules imaged through the sharp STED PSF
+        # showed as sharp speckles under a confocal-or-worse label (data 2.0 until 2026-12-05).
         self.defocus_nm = float(defocus_nm)
         # Detector background (counts/s before gating): some samples have more autofluorescence.
         self.background_cps = float(self.rng.uniform(1e4, 8e4) if background_cps is None else background_cps)
@@ -143,6 +148,8 @@ class SimulatedMicroscope:
             scope, self.molecules, self.pixel_nm * 1e-9, dwell_time_us * 1e-6, p_ex_uw * 1e-6,
             float(p_sted_mw) * 1e-3, bleach, self.rng)
         counts = scan.detect(scope, intensity, dwell_time_us * 1e-6, call_seed)
+        if self.defocus_nm > 0:   # a PSF widened by a Gaussian of sd defocus_nm: a Poisson image stays one
+            counts = _blur_photons(np.asarray(counts, np.int64), self.defocus_nm / self.pixel_nm, self.rng)
         if bleach:
             self.molecules = left
         self.acquisitions += 1
