@@ -68,8 +68,8 @@ def resolution_nm(p_ex_uw: float, p_sted_mw: float) -> float:
 
 def _blur_photons(counts: np.ndarray, sd_px: float, rng: np.random.Generator) -> np.ndarray:
     """Each detected photon moved by a Gaussian step of `sd_px` (what a PSF widened by that Gaussian
-    records; a Poisson image stays one), reflected back at the field's edge as as many come in from the
-    unseen surroundings."""
+    records; a Poisson image stays one), reflected back at the field's edge: they stand in for those
+    that would come in from the unseen surroundings."""
     rows, cols = np.nonzero(counts)
     points = np.repeat(np.stack([rows, cols], axis=1), counts[rows, cols], axis=0)
     points = points + rng.uniform(0, 1, points.shape) + rng.normal(0, sd_px, points.shape)
