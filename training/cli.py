@@ -11,7 +11,7 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from stedq.training.config import ACTIVATIONS, INPUT_TRANSFORMS, PAIR_LOSSES
+from stedq.training.config import ACTIVATIONS, INPUT_TRANSFORMS, PAIR_LOSSES, SCORE_LOSSES
 from stedq.training.data import cli as data_cli
 
 # Flag help for TrainConfig fields (train.py holds the defaults; this holds the words).
@@ -50,6 +50,11 @@ TRAIN_HELP = {
     "clip_share": "share of training items clipped at 10-30 %% of their peak, as a saturated detector "
                   "records them, labelled by the virtual expert's rule (not in the paper: the generator's few "
                   "saturated images are underfit; needs the synthetic labels.csv; 0 = off)",
+    "loss": "the scores' loss: mse (the paper's squared error) or bce (not in the paper: binary "
+            "cross-entropy against the label as a soft target, minimal at the label as the squared error "
+            "is; through the sigmoid its push on a wrong score is proportional to the error, where the "
+            "squared error's fades by p(1-p) near 0 and 1: an image of no quality scored 0.07 is pushed "
+            "7x harder). Reported RMSE and early stopping stay on the squared error",
     "pair_share": "append to each batch this share of its size as pairs: an item and a copy of it with "
                   "fewer photons (60 %%) or blurred (40 %%), both uncropped; the loss adds --pair-weight x "
                   "the squared error of their score difference against the rule's label difference, which "
@@ -77,7 +82,7 @@ TRAIN_HELP = {
     "max_minutes": "stop before an epoch that would end past this many minutes (0 = no limit)",
 }
 CHOICES = {"device": ["auto", "cpu", "cuda"], "precision": ["auto", "bf16", "fp32"],
-           "lr_schedule": ["constant", "cosine"], "pair_loss": list(PAIR_LOSSES),
+           "lr_schedule": ["constant", "cosine"], "pair_loss": list(PAIR_LOSSES), "loss": list(SCORE_LOSSES),
            "activation": list(ACTIVATIONS), "input_transform": list(INPUT_TRANSFORMS)}
 
 TRAIN_EPILOG = """\

@@ -8,6 +8,7 @@ from typing import Any
 PAIR_LOSSES = ("mse", "hinge", "mse+hinge")   # --pair-loss choices (augment.pair_loss)
 ACTIVATIONS = ("elu", "relu")                 # --activation choices (model.QualityNet)
 INPUT_TRANSFORMS = ("linear", "log")          # --input-transform choices (model.transform_input)
+SCORE_LOSSES = ("mse", "bce")                 # --loss choices (train.score_loss)
 
 
 @dataclass
@@ -33,6 +34,7 @@ class TrainConfig:
     blur_share: float = 0.0        # share of training items replaced by a blurred copy (same photons), labelled by the rule
     defocus_share: float = 0.0     # share of training items blurred to an out-of-focus resolution, labelled by the rule
     clip_share: float = 0.0        # share of training items clipped at 10-30 % of their peak (saturated), labelled by the rule
+    loss: str = "mse"              # mse (the paper) | bce (cross-entropy on the soft label: no vanishing push near 0 and 1)
     pair_share: float = 0.0        # per batch, this share of its size again as (original, changed copy) pairs
     pair_weight: float = 1.0       # weight of the pairs' score-difference loss against the plain MSE
     pair_loss: str = "mse"         # mse (difference fitted to the label's) | hinge (drop at least the label's) | mse+hinge

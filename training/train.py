@@ -26,9 +26,16 @@ import torch
 from torch import nn
 
 from stedq import __version__
-from stedq.training.augment import PAIR_THIN_SHARE, dihedral, padded_crops, pair_loss, photon_variants
+from stedq.training.augment import (
+    PAIR_THIN_SHARE,
+    dihedral,
+    padded_crops,
+    pair_loss,
+    photon_variants,
+    score_loss,
+)
 from stedq.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
-from stedq.training.config import INPUT_TRANSFORMS, PAIR_LOSSES, TrainConfig
+from stedq.training.config import INPUT_TRANSFORMS, PAIR_LOSSES, SCORE_LOSSES, TrainConfig
 from stedq.training.inference import autocast, pick_device, predict_scores, resolve_precision, to_batch
 from stedq.training.metrics import per_bin_metrics, regression_metrics
 from stedq.training.model import INPUT_SIZE, QualityNet, transform_input
@@ -202,6 +209,8 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
     epoch_lr(config, 1)  # an unknown schedule fails before any work
     if config.pair_loss not in PAIR_LOSSES:
         raise TrainingError(f"unknown --pair-loss {config.pair_loss!r} ({', '.join(PAIR_LOSSES)})")
+    if config.loss not in SCORE_LOSSES:
+        raise TrainingError(f"unknown --loss {config.loss!r} ({', '.join(SCORE_LOSSES)})")
     if config.input_transform not in INPUT_TRANSFORMS:
         raise TrainingError(f"unknown --input-transform {config.input_transform!r} ({', '.join(INPUT_TRANSFORMS)})")
     variants = bool(config.thin_share or config.floor_share or config.blur_share or config.pair_share
@@ -273,7 +282,6 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    loss_fn = nn.MSELoss()
     history: list[dict] = []
     best = {"epoch": None, "val_loss": math.inf, "model": None}
     start_epoch, bad_epochs, elapsed_before = 1, 0, 0.0
@@ -320,13 +328,15 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
             x, y, pairs = batch(items[s:s + config.batch_size], transforms[s:s + config.batch_size], [epoch, s])
             with autocast(device, precision):
                 pred = model(x).squeeze(1)
-            plain = loss_fn(pred.float(), y)   # what the history reports as train RMSE
-            loss = plain + config.pair_weight * pair_loss(pred.float(), y, pairs, config.pair_loss) if pairs else plain
+            pred = pred.float()
+            loss = score_loss(pred, y, config.loss)
+            if pairs:
+                loss = loss + config.pair_weight * pair_loss(pred, y, pairs, config.pair_loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             seen += len(y)
-            loss_sum += plain.item() * len(y)
+            loss_sum += nn.functional.mse_loss(pred.detach(), y).item() * len(y)  # the history's train RMSE
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)  # no redraw per step
         bar.close()
         train_loss = loss_sum / max(seen, 1)
