@@ -17,6 +17,7 @@ from stedq.export.errors import ExportError
 from stedq.training.checkpoint import (
     CheckpointError,
     checkpoint_activation,
+    checkpoint_saturation,
     checkpoint_transform,
     load_checkpoint,
 )
@@ -86,7 +87,7 @@ def build_export_model(checkpoint: dict[str, Any]) -> NormalizedQualityNet:
     if not (torch.isfinite(torch.tensor([mean, std])).all() and std > 0):
         raise ExportError(f"{where}: normalization must be finite with std > 0, got mean={mean}, std={std}")
     try:
-        net = QualityNet(activation=checkpoint_activation(checkpoint))
+        net = QualityNet(activation=checkpoint_activation(checkpoint), saturation=checkpoint_saturation(checkpoint))
     except ValueError as exc:
         raise ExportError(f"{where}: {exc}") from None
     net.load_state_dict(checkpoint["model"])

@@ -74,11 +74,17 @@ def checkpoint_activation(checkpoint: dict[str, Any]) -> str:
     return str(config.get("activation", "elu")) if isinstance(config, dict) else "elu"
 
 
+def checkpoint_saturation(checkpoint: dict[str, Any]) -> bool:
+    """Whether the checkpoint's scores carry the saturation factor (stedq train --saturation-factor)."""
+    config = checkpoint.get("config")
+    return bool(config.get("saturation_factor", False)) if isinstance(config, dict) else False
+
+
 def build_model(checkpoint: dict[str, Any]) -> QualityNet:
     """QualityNet with the checkpoint's weights, in eval mode."""
     where = checkpoint.get("path", "checkpoint")
     try:
-        model = QualityNet(activation=checkpoint_activation(checkpoint))
+        model = QualityNet(activation=checkpoint_activation(checkpoint), saturation=checkpoint_saturation(checkpoint))
         model.load_state_dict(checkpoint["model"])
     except ValueError as exc:   # an activation this version does not know
         raise CheckpointError(f"{where}: {exc}") from None

@@ -68,6 +68,11 @@ TRAIN_HELP = {
     "activation": "the network's activation: elu (the paper's) or relu (not in the paper: it folds into "
                   "onnxruntime's INT8 convolutions, so an INT8 export runs INT8 from input to head; see "
                   "scripts/int8_ceiling.py)",
+    "saturation_factor": "multiply the network's score by the virtual expert's saturation factor measured "
+                         "on the image (of the pixels at least half the maximum, the share at the maximum: "
+                         "1 for an unclipped image, down to 0.15), in training and in the exported graph "
+                         "(not in the paper: the network does not learn clipping, clipped copies scored "
+                         "0.50 against the rule's 0.09)",
     "input_transform": "what the network sees of the image before the training set's mean/std: linear "
                        "(the paper's: counts / 65535) or log (log(1 + counts), not in the paper: dim and "
                        "bright images a thousandfold apart in counts then lie within a few times of each "

@@ -7,7 +7,7 @@ import contextlib
 import numpy as np
 import torch
 
-from stedq.training.model import transform_input
+from stedq.training.model import saturation_factor, transform_input
 
 
 def pick_device(device: str) -> torch.device:
@@ -60,7 +60,11 @@ def predict_scores(model: torch.nn.Module, images: np.ndarray, mean: float, std:
     scores = []
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc=progress, unit="batch", disable=progress is None, leave=False):
-        x = to_batch(images[start:start + batch_size], mean, std, device, channels_last, transform)
+        chunk = images[start:start + batch_size]
+        x = to_batch(chunk, mean, std, device, channels_last, transform)
         with autocast(device, precision):
-            scores.append(model(x).float().squeeze(1).cpu().numpy())
+            score = model(x).float()
+        if getattr(model, "saturation", False):
+            score = score * saturation_factor(torch.from_numpy(np.asarray(chunk, np.float32))).to(score.device)
+        scores.append(score.squeeze(1).cpu().numpy())
     return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)

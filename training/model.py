@@ -4,6 +4,11 @@ Six 3x3 conv blocks (32, 64, 128, 192, 256, 320 channels; batch norm on all but 
 2x2 max-pool, stride 2, ceil mode: 224 -> 112 -> 56 -> 28 -> 14 -> 7 -> 4), then fully connected
 5120 -> 512 -> 256 -> 1 with batch norm, ELU and dropout 0.2, and a sigmoid: a score in [0, 1].
 
+With `saturation=True` (`stedq train --saturation-factor`) the score is the network's output times the
+virtual expert's saturation factor measured on the image itself (`saturation_factor`): clipping is a rule
+on pixel values the network does not learn (clipped copies scored 0.50 against the rule's 0.09,
+docs/training.md), so it is applied exactly, in training and inside the exported graph.
+
 The network takes images already transformed (`transform_input`) and normalized by the training set's
 mean/std; `NormalizedQualityNet` puts both in front so an exported graph takes images rescaled to [0, 1]
 (counts / 65535, stedq.pixels).
@@ -16,6 +21,7 @@ from torch import nn
 
 from stedq.pixels import MODEL_COUNTS_PER_UNIT
 from stedq.training.config import ACTIVATIONS, INPUT_TRANSFORMS
+from stedq.training.data.label import SAT_BAD, SAT_MIN_PLATEAU, SAT_OK, SAT_WEIGHT
 
 INPUT_SIZE = 224
 CONV_CHANNELS = (32, 64, 128, 192, 256, 320)
@@ -35,8 +41,9 @@ def _conv_block(in_channels: int, out_channels: int, batch_norm: bool, activatio
 
 
 class QualityNet(nn.Module):
-    def __init__(self, in_channels: int = 1, activation: str = "elu"):
+    def __init__(self, in_channels: int = 1, activation: str = "elu", saturation: bool = False):
         super().__init__()
+        self.saturation = saturation   # callers multiply by saturation_factor(raw image): it needs the counts
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         blocks, channels = [], in_channels
@@ -58,6 +65,22 @@ class QualityNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, 1, 224, 224) normalized images -> (N, 1) scores in [0, 1]."""
         return self.head(self.features(x))
+
+
+def saturation_factor(images: torch.Tensor) -> torch.Tensor:
+    """(N, ...) raw images (counts on any scale) -> (N, 1): the virtual expert's saturation factor,
+    training/data/label.py's rule: of the bright pixels (>= half the maximum) the share at the maximum, 0
+    for a plateau under SAT_MIN_PLATEAU pixels (a tie of Poisson counts), mapped to a factor from 1 (share
+    <= SAT_OK) down to 1 - SAT_WEIGHT (share >= SAT_BAD). Equality and halving are exact in float32, so
+    counts / 65535 give the factor of the counts."""
+    flat = images.flatten(1)
+    peak = flat.amax(dim=1, keepdim=True)
+    plateau = (flat == peak).sum(dim=1, keepdim=True).to(torch.float32)
+    bright = (flat >= 0.5 * peak).sum(dim=1, keepdim=True).to(torch.float32)
+    share = torch.where((peak > 0) & (plateau >= SAT_MIN_PLATEAU), plateau / bright.clamp(min=1.0),
+                        torch.zeros_like(plateau))
+    q_saturation = 1.0 - ((share - SAT_OK) / (SAT_BAD - SAT_OK)).clamp(0.0, 1.0)
+    return 1.0 - SAT_WEIGHT + SAT_WEIGHT * q_saturation
 
 
 def transform_input(image: torch.Tensor, transform: str) -> torch.Tensor:
@@ -92,7 +115,8 @@ class NormalizedQualityNet(nn.Module):
         self.register_buffer("std", torch.tensor(float(std), dtype=torch.float32))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net((transform_input(image, self.transform) - self.mean) / self.std)
+        score = self.net((transform_input(image, self.transform) - self.mean) / self.std)
+        return score * saturation_factor(image) if self.net.saturation else score
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -38,7 +38,7 @@ from stedq.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoi
 from stedq.training.config import INPUT_TRANSFORMS, PAIR_LOSSES, SCORE_LOSSES, TrainConfig
 from stedq.training.inference import autocast, pick_device, predict_scores, resolve_precision, to_batch
 from stedq.training.metrics import per_bin_metrics, regression_metrics
-from stedq.training.model import INPUT_SIZE, QualityNet, transform_input
+from stedq.training.model import INPUT_SIZE, QualityNet, saturation_factor, transform_input
 from stedq.training.userstudy import BINS, bin_index
 
 log = logging.getLogger(__name__)
@@ -240,10 +240,11 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
     label_inputs = (ds.labels_clean[split["train"]], ds.label_components[split["train"]],
                     None if ds.pixel_nm is None else ds.pixel_nm[split["train"]]) if variants else None
 
-    def batch(idx: np.ndarray, transforms: np.ndarray, key: list) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def batch(idx: np.ndarray, transforms: np.ndarray, key: list) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
         """One training batch as the model sees it: photon variants, padded crops, flips/rotations; then,
         with --pair-share, k originals and k changed copies of them (fewer photons or blur, labelled by the
-        rule) appended uncropped. Returns (x, targets, k)."""
+        rule) appended uncropped. Returns (x, targets, k, factor): factor (B, 1) multiplies the network's
+        scores (the saturation factor of each image with --saturation-factor, else 1)."""
         rng = np.random.default_rng([config.seed, *key])
         images, targets = train_x[idx], train_y[idx]
         if label_inputs is not None:  # before cropping: the label is the whole changed image's
@@ -268,7 +269,9 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
                      transforms).to(device)
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, torch.from_numpy(np.asarray(targets, np.float32)).to(device), pairs
+        factor = (saturation_factor(torch.from_numpy(np.asarray(images, np.float32))) if config.saturation_factor
+                  else torch.ones(len(images), 1))
+        return x, torch.from_numpy(np.asarray(targets, np.float32)).to(device), pairs, factor.to(device)
 
     data_info = {"path": ds.path, "hash": ds.hash, "description": ds.description,
                  "n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
@@ -277,7 +280,7 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
                                                 "data_hash": ds.hash, **data_info["split"]}, indent=1) + "\n")
 
     torch.manual_seed(config.seed)
-    model = QualityNet(activation=config.activation).to(device)
+    model = QualityNet(activation=config.activation, saturation=config.saturation_factor).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -325,10 +328,11 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
         bar = tqdm(starts, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0)
         for s in bar:
-            x, y, pairs = batch(items[s:s + config.batch_size], transforms[s:s + config.batch_size], [epoch, s])
+            x, y, pairs, factor = batch(items[s:s + config.batch_size], transforms[s:s + config.batch_size],
+                                        [epoch, s])
             with autocast(device, precision):
-                pred = model(x).squeeze(1)
-            pred = pred.float()
+                pred = model(x)
+            pred = (pred.float() * factor).squeeze(1)
             loss = score_loss(pred, y, config.loss)
             if pairs:
                 loss = loss + config.pair_weight * pair_loss(pred, y, pairs, config.pair_loss)
