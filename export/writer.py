@@ -37,7 +37,7 @@ from stedq.export.onnx_graph import DEFAULT_OPSET, export_onnx
 from stedq.export.parity import PARITY_BATCH_SIZES, PARITY_TOLERANCE, check_parity
 from stedq.export.runtime import cpu_session, images_per_second, score
 from stedq.export.variants import DEFAULT_INT8_PLACEMENTS, RELU_INT8_OPS, convert_fp16, quantize_int8
-from stedq.training.checkpoint import checkpoint_activation
+from stedq.training.checkpoint import checkpoint_activation, checkpoint_saturation
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,12 @@ def _export_into(staging: Path, out: Path, checkpoint: dict[str, Any], model, op
             continue
         if variant == "int8" and (options.calibration_images is None or len(options.calibration_images) == 0):
             skipped[variant] = "no calibration images (give --data or --calibration-data)"
+            continue
+        if variant == "fp16" and checkpoint_saturation(checkpoint):
+            # keep_io_types casts the input to float16 first: counts a few apart at a bright peak merge
+            # into one plateau and the saturation factor reads clipping that is not there
+            skipped[variant] = ("the saturation factor compares pixels with the image's maximum, which float16 "
+                                "cannot resolve at bright peaks (use fp32 or int8)")
             continue
         # INT8 tries its placements in order (fastest first) and keeps the first that passes.
         tries = options.int8_placements if variant == "int8" else ("",)
