@@ -8,7 +8,7 @@ from typing import Any
 PAIR_LOSSES = ("mse", "hinge", "mse+hinge")   # --pair-loss choices (augment.pair_loss)
 ACTIVATIONS = ("elu", "relu")                 # --activation choices (model.QualityNet)
 INPUT_TRANSFORMS = ("linear", "log")          # --input-transform choices (model.transform_input)
-SCORE_LOSSES = ("mse", "bce")                 # --loss choices (train.score_loss)
+SCORE_LOSSES = ("mse", "bce")                 # --loss choices (augment.score_loss)
 
 
 @dataclass
@@ -36,7 +36,7 @@ class TrainConfig:
     clip_share: float = 0.0        # share of training items clipped at 10-30 % of their peak (saturated), labelled by the rule
     loss: str = "mse"              # mse (the paper) | bce (cross-entropy on the soft label: no vanishing push near 0 and 1)
     pair_share: float = 0.0        # per batch, this share of its size again as (original, changed copy) pairs
-    pair_weight: float = 1.0       # weight of the pairs' score-difference loss against the plain MSE
+    pair_weight: float = 1.0       # weight of the pairs' score-difference loss against the plain loss (--loss)
     pair_loss: str = "mse"         # mse (difference fitted to the label's) | hinge (drop at least the label's) | mse+hinge
     activation: str = "elu"        # elu (the paper) | relu (folds into INT8 convolutions)
     saturation_factor: bool = False  # score = network x the rule's saturation factor measured on the image
