@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -136,6 +137,20 @@ def scrape(port: int) -> dict[str, list]:
 
 def sample_value(samples: dict[str, list], name: str, **labels: str) -> float:
     return sum(value for got, value in samples.get(name, []) if all(got.get(k) == v for k, v in labels.items()))
+
+
+def settled_value(port: int, name: str, reaches: float, timeout: float = 10.0, **labels: str) -> float:
+    """The sample's value once it reaches `reaches` (or after `timeout` s, whatever it is then).
+
+    An error status (context.abort) goes out to the client before the server's interceptor counts the
+    call, so a scrape made the moment the client sees the error may not hold it yet.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        value = sample_value(scrape(port), name, **labels)
+        if value >= reaches or time.monotonic() > end:
+            return value
+        time.sleep(0.02)
 
 
 class ThreadedServer:

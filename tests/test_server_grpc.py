@@ -26,6 +26,7 @@ from tests.server_support import (
     sample_value,
     scrape,
     server_settings,
+    settled_value,
 )
 
 TOLERANCE = 1e-6
@@ -182,6 +183,9 @@ def test_32_concurrent_clients_get_correct_answers_in_batches(stub, bundle, serv
     with ThreadPoolExecutor(32) as pool:
         got = np.array(list(pool.map(one, range(32))))
     assert np.max(np.abs(got - expected)) <= TOLERANCE
+    invalid_before = sample_value(before, "stedq_requests_total", method="Score", code="INVALID_ARGUMENT")
+    settled_value(server.server.metrics_port, "stedq_requests_total", invalid_before + 4, method="Score",
+                  code="INVALID_ARGUMENT")
     after = scrape(server.server.metrics_port)
     batches = sample_value(after, "stedq_batch_size_count") - sample_value(before, "stedq_batch_size_count")
     rows = sample_value(after, "stedq_batch_size_sum") - sample_value(before, "stedq_batch_size_sum")

@@ -30,6 +30,7 @@ from tests.server_support import (
     sample_value,
     scrape,
     server_settings,
+    settled_value,
 )
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -240,8 +241,8 @@ def test_a_request_sent_while_draining_is_unavailable_and_the_one_in_flight_fini
                 time.sleep(0.01)
             with pytest.raises(grpc.RpcError) as late:
                 stub.Score(pb.ScoreRequest(images=[image]), timeout=30)
-            refused = sample_value(scrape(server.server.metrics_port), "stedq_requests_total", method="Score",
-                                   code="UNAVAILABLE")   # the refusal is metered like any answer
+            refused = settled_value(server.server.metrics_port, "stedq_requests_total", 1, method="Score",
+                                    code="UNAVAILABLE")   # the refusal is metered like any answer
             held.release.set()
             assert len(first.result().results) == 1
         assert late.value.code() == grpc.StatusCode.UNAVAILABLE, late.value.details()
