@@ -224,6 +224,8 @@ def _manifest(checkpoint: dict[str, Any], options: ExportOptions, parity: dict[s
         "checkpoint": Path(str(checkpoint.get("path", ""))).name,
         "trained_with_stedq": checkpoint.get("stedq_version", ""),
     }
+    if checkpoint.get("ensemble"):   # the members' runs, seeds and epochs (`stedq ensemble`)
+        training["ensemble"] = _json_safe(checkpoint["ensemble"])
     if checkpoint.get("placeholder"):
         training["placeholder"] = checkpoint["placeholder"]
     # the checkpoint's own metrics as `stedq evaluate` wrote them ("test", "test_per_bin", ...), then ours

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stedq", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"stedq {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    training_cli.register(subparsers)   # data, train, evaluate
+    training_cli.register(subparsers)   # data, train, evaluate, ensemble
     export_cli.register(subparsers)     # export
     server_cli.register(subparsers)     # serve
     clients_cli.register(subparsers)    # score, loop

@@ -6,7 +6,9 @@ A checkpoint is a `torch.save`d dict:
     config         every training hyperparameter (TrainConfig as a dict)
     data           {"path", "hash", "description", "n_train", "n_val", "n_test", "split": {...names}}
     metrics        test metrics once evaluated ({} before)
-    epoch          the epoch these weights are from (1-based)
+    epoch          the epoch these weights are from (1-based; an ensemble: a list, one per member)
+    ensemble       only in an ensemble's checkpoint (`stedq ensemble`): {"members": n, "runs", "seeds",
+                   "epochs"}; its model is a QualityNetEnsemble state_dict
     stedq_version
   last.pt adds: optimizer, scheduler, rng, history, early_stopping (to resume).
 A run folder holds best.pt (best validation loss) and last.pt.
@@ -22,7 +24,7 @@ import torch
 
 from stedq.bundle import write_atomic
 from stedq.training.config import INPUT_TRANSFORMS
-from stedq.training.model import NormalizedQualityNet, QualityNet
+from stedq.training.model import NormalizedQualityNet, QualityNet, QualityNetEnsemble
 
 BEST = "best.pt"
 LAST = "last.pt"
@@ -80,16 +82,37 @@ def checkpoint_saturation(checkpoint: dict[str, Any]) -> bool:
     return bool(config.get("saturation_factor", False)) if isinstance(config, dict) else False
 
 
-def build_model(checkpoint: dict[str, Any]) -> QualityNet:
-    """QualityNet with the checkpoint's weights, in eval mode."""
-    where = checkpoint.get("path", "checkpoint")
+def checkpoint_members(checkpoint: dict[str, Any]) -> int:
+    """How many QualityNets the checkpoint's weights hold: 1, or an ensemble's members (`stedq ensemble`)."""
+    ensemble = checkpoint.get("ensemble")
+    if ensemble is None:
+        return 1
+    members = ensemble.get("members") if isinstance(ensemble, dict) else None
+    if not isinstance(members, int) or members < 2:
+        raise CheckpointError(f"{checkpoint.get('path', 'checkpoint')}: 'ensemble' must say how many members "
+                              f"(2 or more) it holds, got {ensemble!r}")
+    return members
+
+
+def new_model(checkpoint: dict[str, Any]) -> QualityNet | QualityNetEnsemble:
+    """An untrained network of the checkpoint's shape: a QualityNet, or an ensemble of them."""
+    members = checkpoint_members(checkpoint)
     try:
-        model = QualityNet(activation=checkpoint_activation(checkpoint), saturation=checkpoint_saturation(checkpoint))
-        model.load_state_dict(checkpoint["model"])
+        nets = [QualityNet(activation=checkpoint_activation(checkpoint), saturation=checkpoint_saturation(checkpoint))
+                for _ in range(members)]
     except ValueError as exc:   # an activation this version does not know
-        raise CheckpointError(f"{where}: {exc}") from None
+        raise CheckpointError(f"{checkpoint.get('path', 'checkpoint')}: {exc}") from None
+    return nets[0] if members == 1 else QualityNetEnsemble(nets)
+
+
+def build_model(checkpoint: dict[str, Any]) -> QualityNet | QualityNetEnsemble:
+    """The checkpoint's network with its weights, in eval mode."""
+    model = new_model(checkpoint)
+    try:
+        model.load_state_dict(checkpoint["model"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{where}: weights do not fit QualityNet: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"{checkpoint.get('path', 'checkpoint')}: weights do not fit "
+                              f"{type(model).__name__}: {str(exc).splitlines()[0]}") from None
     return model.eval()
 
 

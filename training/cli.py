@@ -1,4 +1,4 @@
-"""`stedq data` (registered from stedq.training.data.cli), `stedq train`, `stedq evaluate`.
+"""`stedq data` (registered from stedq.training.data.cli), `stedq train`, `stedq evaluate`, `stedq ensemble`.
 
 Heavy imports (torch, scipy, matplotlib) happen inside the handlers so `stedq --help` stays instant.
 """
@@ -177,6 +177,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_client_arguments(real)  # --server HOST:PORT scores through that server instead of in-process
     evaluate.set_defaults(func=_evaluate)
 
+    ensemble = subparsers.add_parser(
+        "ensemble", help="combine runs trained alike (other seeds) into one model: the mean of their scores",
+        description="Combine two or more training runs into one checkpoint whose score is the mean of the "
+                    "runs' scores (each at its best epoch). The runs must share the data, the split, the "
+                    "normalization and the network's options (in practice: one `stedq train` command with "
+                    "different --seed). Inference costs the members' work summed.",
+        epilog="examples:\n  stedq ensemble runs/v26 runs/v27 --out runs/ens-v26-v27\n"
+               "  stedq evaluate runs/ens-v26-v27 --unseen data/synth5/tubulin\n"
+               "  stedq export runs/ens-v26-v27 --out runs/ens-v26-v27/bundle",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ensemble.add_argument("runs", type=Path, nargs="+", metavar="RUN",
+                          help="training run folders (their best.pt) or checkpoint files")
+    ensemble.add_argument("--out", type=Path, required=True, help="folder for the ensemble's best.pt")
+    ensemble.set_defaults(func=_ensemble)
+
 
 def load_dataset(path: Path):
     """Our Dataset from a labelled folder, or SystemExit with the loader's message (it names the file)."""
@@ -231,6 +246,21 @@ def _train(args: argparse.Namespace) -> int:
                       "stopped": summary["stopped"], "best_val_rmse": round(summary["best_val_rmse"], 4),
                       "mean_epoch_seconds": round(summary["mean_epoch_seconds"], 1),
                       "test": test}, indent=2), file=sys.stdout)
+    return 0
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    from stedq.training.checkpoint import CheckpointError
+    from stedq.training.ensemble import write_ensemble
+
+    try:
+        path, ensemble = write_ensemble(args.runs, args.out)
+    except CheckpointError as exc:
+        raise SystemExit(f"stedq ensemble: {exc}") from None
+    members = ensemble["ensemble"]
+    print(f"wrote {path}: the mean of {members['members']} runs (seeds {', '.join(map(str, members['seeds']))}; "
+          f"epochs {', '.join(map(str, members['epochs']))})\n"
+          f"next: stedq evaluate {args.out}   and   stedq export {args.out} --out BUNDLE")
     return 0
 
 

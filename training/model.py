@@ -67,6 +67,22 @@ class QualityNet(nn.Module):
         return self.head(self.features(x))
 
 
+class QualityNetEnsemble(nn.Module):
+    """QualityNets trained alike on the same data and split (`stedq ensemble`), on the same normalized
+    input: the score is the mean of theirs. Seeds alone move single images' scores by a few hundredths
+    (docs/training.md); the mean holds less of that noise, for members x the inference work."""
+
+    def __init__(self, members: list[QualityNet]):
+        super().__init__()
+        if len(members) < 2 or len({m.saturation for m in members}) != 1:
+            raise ValueError("an ensemble needs two or more QualityNets, all with or all without the saturation factor")
+        self.members = nn.ModuleList(members)
+        self.saturation = members[0].saturation   # the factor is the image's: it multiplies the mean
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(dim=0)
+
+
 def saturation_factor(images: torch.Tensor) -> torch.Tensor:
     """(N, ...) raw images (counts on any scale) -> (N, 1): the virtual expert's saturation factor,
     training/data/label.py's rule: of the bright pixels (>= half the maximum) the share at the maximum, 0
@@ -106,7 +122,7 @@ class NormalizedQualityNet(nn.Module):
     """QualityNet with the input transform and the training set's normalization inside: input is the
     image rescaled to [0, 1]."""
 
-    def __init__(self, net: QualityNet, mean: float, std: float, transform: str = "linear"):
+    def __init__(self, net: QualityNet | QualityNetEnsemble, mean: float, std: float, transform: str = "linear"):
         super().__init__()
         _check_transform(transform)
         self.net = net
