@@ -41,7 +41,6 @@ def combine(checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
     paths = [str(Path(c["path"]).resolve()) for c in checkpoints]
     if len(set(paths)) < len(paths):
         raise CheckpointError("the same checkpoint is given twice: the members must be different runs")
-    data = [c.get("data") or {} for c in checkpoints]
     _shared(checkpoints, "trained on different data (the dataset hashes differ)", lambda c: (c.get("data") or {}).get("hash"))
     _shared(checkpoints, "their splits differ: one's test images would be another's training images",
             lambda c: (c.get("data") or {}).get("split"))
@@ -58,7 +57,7 @@ def combine(checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
         "normalization": dict(checkpoints[0]["normalization"]),
         # the members' shared recipe; their seeds are the only difference a member list needs to record
         "config": {**checkpoints[0]["config"], "seed": seeds},
-        "data": data[0],
+        "data": checkpoints[0].get("data") or {},
         "metrics": {},
         "epoch": [c["epoch"] for c in checkpoints],
         "ensemble": {"members": len(checkpoints), "runs": [c["path"] for c in checkpoints], "seeds": seeds,
