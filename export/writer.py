@@ -224,7 +224,7 @@ def _manifest(checkpoint: dict[str, Any], options: ExportOptions, parity: dict[s
         "checkpoint": Path(str(checkpoint.get("path", ""))).name,
         "trained_with_stedq": checkpoint.get("stedq_version", ""),
     }
-    if checkpoint.get("ensemble"):   # the members' runs, seeds and epochs (`stedq ensemble`)
+    if checkpoint.get("ensemble"):   # how many members and their runs (`stedq ensemble`)
         training["ensemble"] = _json_safe(checkpoint["ensemble"])
     if checkpoint.get("placeholder"):
         training["placeholder"] = checkpoint["placeholder"]

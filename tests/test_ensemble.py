@@ -40,7 +40,9 @@ def test_the_ensemble_scores_the_mean_of_its_runs_in_evaluation_and_in_the_bundl
     members = [load_checkpoint(root / f"seed{seed}") for seed in (0, 1)]
     ensemble = load_checkpoint(root / "ens")
     assert isinstance(build_model(ensemble), QualityNetEnsemble)
-    assert ensemble["ensemble"]["seeds"] == [0, 1] and ensemble["config"]["seed"] == [0, 1]
+    assert ensemble["ensemble"]["members"] == 2 and ensemble["epoch"] == [1, 1]
+    assert ensemble["config"]["seed"] == [0, 1]     # what the members differ in is a list ...
+    assert ensemble["config"]["lr"] == members[0]["config"]["lr"]    # ... what they share is kept as it is
     assert ensemble["data"]["split"] == members[0]["data"]["split"]
 
     # clipped images: the saturation factor < 1 applies to the mean as to each member's score

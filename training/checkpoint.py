@@ -7,8 +7,9 @@ A checkpoint is a `torch.save`d dict:
     data           {"path", "hash", "description", "n_train", "n_val", "n_test", "split": {...names}}
     metrics        test metrics once evaluated ({} before)
     epoch          the epoch these weights are from (1-based; an ensemble: a list, one per member)
-    ensemble       only in an ensemble's checkpoint (`stedq ensemble`): {"members": n, "runs", "seeds",
-                   "epochs"}; its model is a QualityNetEnsemble state_dict
+    ensemble       only in an ensemble's checkpoint (`stedq ensemble`): {"members": n, "runs": [paths]};
+                   its model is a QualityNetEnsemble state_dict, config values the members differ in
+                   (the seed) are lists
     stedq_version
   last.pt adds: optimizer, scheduler, rng, history, early_stopping (to resume).
 A run folder holds best.pt (best validation loss) and last.pt.

@@ -257,9 +257,10 @@ def _ensemble(args: argparse.Namespace) -> int:
         path, ensemble = write_ensemble(args.runs, args.out)
     except CheckpointError as exc:
         raise SystemExit(f"stedq ensemble: {exc}") from None
-    members = ensemble["ensemble"]
-    print(f"wrote {path}: the mean of {members['members']} runs (seeds {', '.join(map(str, members['seeds']))}; "
-          f"epochs {', '.join(map(str, members['epochs']))})\n"
+    seeds = ensemble["config"]["seed"]
+    print(f"wrote {path}: the mean of {ensemble['ensemble']['members']} runs (seeds "
+          f"{', '.join(map(str, seeds)) if isinstance(seeds, list) else f'all {seeds}'}; epochs "
+          f"{', '.join(map(str, ensemble['epoch']))})\n"
           f"next: stedq evaluate {args.out}   and   stedq export {args.out} --out BUNDLE")
     return 0
 

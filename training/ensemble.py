@@ -51,19 +51,24 @@ def combine(checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
 
     state = {f"members.{index}.{key}": tensor for index, checkpoint in enumerate(checkpoints)
              for key, tensor in checkpoint["model"].items()}
-    seeds = [(c.get("config") or {}).get("seed") for c in checkpoints]
     return {
         "model": state,
         "normalization": dict(checkpoints[0]["normalization"]),
-        # the members' shared recipe; their seeds are the only difference a member list needs to record
-        "config": {**checkpoints[0]["config"], "seed": seeds},
+        "config": _merged_config([c.get("config") or {} for c in checkpoints]),
         "data": checkpoints[0].get("data") or {},
         "metrics": {},
         "epoch": [c["epoch"] for c in checkpoints],
-        "ensemble": {"members": len(checkpoints), "runs": [c["path"] for c in checkpoints], "seeds": seeds,
-                     "epochs": [c["epoch"] for c in checkpoints]},
+        "ensemble": {"members": len(checkpoints), "runs": [c["path"] for c in checkpoints]},
         "stedq_version": stedq.__version__,
     }
+
+
+def _merged_config(configs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The members' hyperparameters: a value they share as it is, one they differ in (the seed, at least)
+    as the list of theirs, so the ensemble's record stays true."""
+    keys = dict.fromkeys(key for config in configs for key in config)
+    return {key: configs[0].get(key) if all(c.get(key) == configs[0].get(key) for c in configs)
+            else [c.get(key) for c in configs] for key in keys}
 
 
 def write_ensemble(runs: list[str | Path], out: str | Path) -> tuple[Path, dict[str, Any]]:
