@@ -62,6 +62,7 @@ def test_the_ensemble_scores_the_mean_of_its_runs_in_evaluation_and_in_the_bundl
 
     results = evaluate(root / "ens", ds, {}, EvalOptions(monotonic_samples=0), out=root / "ens-eval")
     test_idx = [ds.names.index(n) for n in ensemble["data"]["split"]["test"]]
+    assert "(epochs 1, 1)" in (root / "ens-eval" / "report.md").read_text().splitlines()[0]
     want = regression_metrics(_scores(ensemble, ds.images[test_idx]), np.asarray(ds.labels)[test_idx])
     assert results["test"]["metrics"]["rmse"] == pytest.approx(want["rmse"], abs=1e-6)
 

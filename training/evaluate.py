@@ -361,7 +361,9 @@ def counts_to_unit(images: np.ndarray) -> np.ndarray:
 
 def report_markdown(results: dict, test_md: str, study_md: str, human_md: str, mono_md: str,
                     thin_md: str = "") -> str:
-    parts = [f"# Evaluation of `{results['checkpoint']}` (epoch {results['epoch']})", "",
+    epoch = results["epoch"]   # an ensemble's: one per member
+    epoch = f"epochs {', '.join(map(str, epoch))}" if isinstance(epoch, list) else f"epoch {epoch}"
+    parts = [f"# Evaluation of `{results['checkpoint']}` ({epoch})", "",
              f"Data: `{results['data']}`; device {results['device']}, {results['precision']}.", "",
              "## Test split (held out)", "", test_md,
              ceiling_markdown(results["test"].get("ceiling"), results["test"]["metrics"]["spearman"])]
