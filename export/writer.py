@@ -37,7 +37,7 @@ from stedq.export.onnx_graph import DEFAULT_OPSET, export_onnx
 from stedq.export.parity import PARITY_BATCH_SIZES, PARITY_TOLERANCE, check_parity
 from stedq.export.runtime import cpu_session, images_per_second, score
 from stedq.export.variants import DEFAULT_INT8_PLACEMENTS, RELU_INT8_OPS, convert_fp16, quantize_int8
-from stedq.training.checkpoint import checkpoint_activation, checkpoint_saturation
+from stedq.training.checkpoint import checkpoint_activation, checkpoint_saturation, checkpoint_structure
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,11 @@ def _export_into(staging: Path, out: Path, checkpoint: dict[str, Any], model, op
             # into one plateau and the saturation factor reads clipping that is not there
             skipped[variant] = ("the saturation factor compares pixels with the image's maximum, which float16 "
                                 "cannot resolve at bright peaks (use fp32 or int8)")
+            continue
+        if variant == "fp16" and checkpoint_structure(checkpoint):
+            # squares of centred counts / 65535 (1e-8 and below) underflow float16
+            skipped[variant] = ("the structure factor's neighbour correlation squares pixel values that "
+                                "underflow float16 (use fp32 or int8)")
             continue
         # INT8 tries its placements in order (fastest first) and keeps the first that passes.
         tries = options.int8_placements if variant == "int8" else ("",)

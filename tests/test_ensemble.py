@@ -77,6 +77,8 @@ def test_runs_that_do_not_share_data_split_or_options_are_refused(runs, tmp_path
         combine([a, {**b, "data": {**b["data"], "hash": "other"}}])
     with pytest.raises(CheckpointError, match="saturation factor"):
         combine([a, {**b, "config": {**b["config"], "saturation_factor": False}}])
+    with pytest.raises(CheckpointError, match="structure factor"):
+        combine([a, {**b, "config": {**b["config"], "structure_factor": True}}])
     with pytest.raises(CheckpointError, match="normalizations differ"):
         combine([a, {**b, "normalization": {**b["normalization"], "std": 2 * b["normalization"]["std"]}}])
     with pytest.raises(CheckpointError, match="two or more"):

@@ -83,6 +83,12 @@ def checkpoint_saturation(checkpoint: dict[str, Any]) -> bool:
     return bool(config.get("saturation_factor", False)) if isinstance(config, dict) else False
 
 
+def checkpoint_structure(checkpoint: dict[str, Any]) -> bool:
+    """Whether the checkpoint's scores carry the structure factor (stedq train --structure-factor)."""
+    config = checkpoint.get("config")
+    return bool(config.get("structure_factor", False)) if isinstance(config, dict) else False
+
+
 def checkpoint_members(checkpoint: dict[str, Any]) -> int:
     """How many QualityNets the checkpoint's weights hold: 1, or an ensemble's members (`stedq ensemble`)."""
     ensemble = checkpoint.get("ensemble")
@@ -99,8 +105,8 @@ def new_model(checkpoint: dict[str, Any]) -> QualityNet | QualityNetEnsemble:
     """An untrained network of the checkpoint's shape: a QualityNet, or an ensemble of them."""
     members = checkpoint_members(checkpoint)
     try:
-        nets = [QualityNet(activation=checkpoint_activation(checkpoint), saturation=checkpoint_saturation(checkpoint))
-                for _ in range(members)]
+        nets = [QualityNet(activation=checkpoint_activation(checkpoint), saturation=checkpoint_saturation(checkpoint),
+                           structure=checkpoint_structure(checkpoint)) for _ in range(members)]
     except ValueError as exc:   # an activation this version does not know
         raise CheckpointError(f"{checkpoint.get('path', 'checkpoint')}: {exc}") from None
     return nets[0] if members == 1 else QualityNetEnsemble(nets)

@@ -40,6 +40,7 @@ class TrainConfig:
     pair_loss: str = "mse"         # mse (difference fitted to the label's) | hinge (drop at least the label's) | mse+hinge
     activation: str = "elu"        # elu (the paper) | relu (folds into INT8 convolutions)
     saturation_factor: bool = False  # score = network x the rule's saturation factor measured on the image
+    structure_factor: bool = False   # score = network x 0..1 by the image's neighbour correlation (0: no structure)
     input_transform: str = "linear"  # linear (the paper: counts / 65535) | log (log(1 + counts): a narrower range for INT8)
     precise_bn: int = 0            # training items whose batch-norm statistics replace the running ones each epoch
     device: str = "auto"           # auto | cpu | cuda

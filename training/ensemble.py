@@ -16,6 +16,7 @@ from stedq.training.checkpoint import (
     CheckpointError,
     checkpoint_activation,
     checkpoint_saturation,
+    checkpoint_structure,
     checkpoint_transform,
     load_checkpoint,
     save_checkpoint,
@@ -48,6 +49,7 @@ def combine(checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
             lambda c: (float(c["normalization"]["mean"]), float(c["normalization"]["std"]), checkpoint_transform(c)))
     _shared(checkpoints, "their activations differ", checkpoint_activation)
     _shared(checkpoints, "one has the saturation factor (--saturation-factor), the other not", checkpoint_saturation)
+    _shared(checkpoints, "one has the structure factor (--structure-factor), the other not", checkpoint_structure)
 
     state = {f"members.{index}.{key}": tensor for index, checkpoint in enumerate(checkpoints)
              for key, tensor in checkpoint["model"].items()}

@@ -7,7 +7,7 @@ import contextlib
 import numpy as np
 import torch
 
-from stedq.training.model import saturation_factor, transform_input
+from stedq.training.model import rule_factor, transform_input
 
 
 def pick_device(device: str) -> torch.device:
@@ -64,7 +64,8 @@ def predict_scores(model: torch.nn.Module, images: np.ndarray, mean: float, std:
         x = to_batch(chunk, mean, std, device, channels_last, transform)
         with autocast(device, precision):
             score = model(x).float()
-        if getattr(model, "saturation", False):
-            score = score * saturation_factor(torch.from_numpy(np.asarray(chunk, np.float32))).to(score.device)
+        factor = rule_factor(model, torch.from_numpy(np.asarray(chunk, np.float32)))
+        if factor is not None:
+            score = score * factor.to(score.device)
         scores.append(score.squeeze(1).cpu().numpy())
     return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)

@@ -7,7 +7,10 @@ Six 3x3 conv blocks (32, 64, 128, 192, 256, 320 channels; batch norm on all but 
 With `saturation=True` (`stedq train --saturation-factor`) the score is the network's output times the
 virtual expert's saturation factor measured on the image itself (`saturation_factor`): clipping is a rule
 on pixel values the network does not learn (clipped copies scored 0.50 against the rule's 0.09,
-docs/training.md), so it is applied exactly, in training and inside the exported graph.
+docs/training.md), so it is applied exactly, in training and inside the exported graph. With
+`structure=True` (`--structure-factor`) the score is likewise multiplied by `structure_factor`: 0 for an
+image whose pixels are as unrelated to their neighbours as noise (a shuffled or empty field), which the
+network scores a few hundredths above 0 even on its training images.
 
 The network takes images already transformed (`transform_input`) and normalized by the training set's
 mean/std; `NormalizedQualityNet` puts both in front so an exported graph takes images rescaled to [0, 1]
@@ -41,9 +44,11 @@ def _conv_block(in_channels: int, out_channels: int, batch_norm: bool, activatio
 
 
 class QualityNet(nn.Module):
-    def __init__(self, in_channels: int = 1, activation: str = "elu", saturation: bool = False):
+    def __init__(self, in_channels: int = 1, activation: str = "elu", saturation: bool = False,
+                 structure: bool = False):
         super().__init__()
-        self.saturation = saturation   # callers multiply by saturation_factor(raw image): it needs the counts
+        # callers multiply by rule_factor(self, raw image): the factors need the counts, not the normalized input
+        self.saturation, self.structure = saturation, structure
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         blocks, channels = [], in_channels
@@ -74,10 +79,11 @@ class QualityNetEnsemble(nn.Module):
 
     def __init__(self, members: list[QualityNet]):
         super().__init__()
-        if len(members) < 2 or len({m.saturation for m in members}) != 1:
-            raise ValueError("an ensemble needs two or more QualityNets, all with or all without the saturation factor")
+        if len(members) < 2 or len({(m.saturation, m.structure) for m in members}) != 1:
+            raise ValueError("an ensemble needs two or more QualityNets, all with the same rule factors")
         self.members = nn.ModuleList(members)
-        self.saturation = members[0].saturation   # the factor is the image's: it multiplies the mean
+        # the factors are the image's: they multiply the mean
+        self.saturation, self.structure = members[0].saturation, members[0].structure
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([member(x) for member in self.members]).mean(dim=0)
@@ -97,6 +103,47 @@ def saturation_factor(images: torch.Tensor) -> torch.Tensor:
                         torch.zeros_like(plateau))
     q_saturation = 1.0 - ((share - SAT_OK) / (SAT_BAD - SAT_OK)).clamp(0.0, 1.0)
     return 1.0 - SAT_WEIGHT + SAT_WEIGHT * q_saturation
+
+
+# Neighbour correlation r (below) at and under which an image shows no structure, and from which it is
+# fully scored: shuffled and empty images of the default set have |r| <= 0.009 (224 x 224), every image
+# labelled above 0 has r >= 0.155 (plans/twenty-third-run-v28.txt).
+STRUCTURE_NONE = 0.02
+STRUCTURE_FULL = 0.10
+
+
+def neighbour_correlation(images: torch.Tensor) -> torch.Tensor:
+    """(N, ..., H, W) raw images (any scale) -> (N, 1): the mean of the horizontal and vertical lag-1
+    correlations of the pixels: ~0 for noise and shuffled pixels, high where the point-spread function
+    spreads structure over neighbouring pixels (stedq.fit's `no_structure` reads the same statistic on a
+    subsample of rows). 0 for a flat image."""
+    x = images.reshape(images.shape[0], images.shape[-2], images.shape[-1]).to(torch.float32)
+    mean = x.mean(dim=(1, 2), keepdim=True)
+    centred = x - mean
+    variance = (centred * centred).mean(dim=(1, 2))
+    across = (centred[:, :, 1:] * centred[:, :, :-1]).mean(dim=(1, 2))
+    down = (centred[:, 1:, :] * centred[:, :-1, :]).mean(dim=(1, 2))
+    # flat: no variance beyond float32 rounding of the mean (counts vary by whole photons, far above it)
+    flat = variance <= 1e-8 * mean.squeeze(2).squeeze(1) ** 2 + 1e-30
+    r = torch.where(flat, torch.zeros_like(variance), (across + down) / (2.0 * variance.clamp(min=1e-30)))
+    return r.unsqueeze(1)
+
+
+def structure_factor(images: torch.Tensor) -> torch.Tensor:
+    """(N, ..., H, W) raw images -> (N, 1): 0 at or under STRUCTURE_NONE neighbour correlation (no
+    structure, the virtual expert's structure term is 0), 1 from STRUCTURE_FULL, linear between."""
+    r = neighbour_correlation(images)
+    return ((r - STRUCTURE_NONE) / (STRUCTURE_FULL - STRUCTURE_NONE)).clamp(0.0, 1.0)
+
+
+def rule_factor(net: nn.Module, images: torch.Tensor) -> torch.Tensor | None:
+    """The product of the rule factors `net` carries (saturation, structure) for raw images, or None when
+    it carries none: what its output is multiplied by, in training, evaluation and the exported graph."""
+    factors = [f(images) for flag, f in ((getattr(net, "saturation", False), saturation_factor),
+                                          (getattr(net, "structure", False), structure_factor)) if flag]
+    if not factors:
+        return None
+    return factors[0] if len(factors) == 1 else factors[0] * factors[1]
 
 
 def transform_input(image: torch.Tensor, transform: str) -> torch.Tensor:
@@ -132,7 +179,8 @@ class NormalizedQualityNet(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         score = self.net((transform_input(image, self.transform) - self.mean) / self.std)
-        return score * saturation_factor(image) if self.net.saturation else score
+        factor = rule_factor(self.net, image)
+        return score if factor is None else score * factor
 
 
 def count_parameters(model: nn.Module) -> int:

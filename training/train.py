@@ -38,7 +38,7 @@ from stedq.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoi
 from stedq.training.config import INPUT_TRANSFORMS, PAIR_LOSSES, SCORE_LOSSES, TrainConfig
 from stedq.training.inference import autocast, pick_device, predict_scores, resolve_precision, to_batch
 from stedq.training.metrics import per_bin_metrics, regression_metrics
-from stedq.training.model import INPUT_SIZE, QualityNet, saturation_factor, transform_input
+from stedq.training.model import INPUT_SIZE, QualityNet, rule_factor, transform_input
 from stedq.training.userstudy import BINS, bin_index
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
         """One training batch as the model sees it: photon variants, padded crops, flips/rotations; then,
         with --pair-share, k originals and k changed copies of them (fewer photons or blur, labelled by the
         rule) appended uncropped. Returns (x, targets, k, factor): factor (B, 1) multiplies the network's
-        scores (the saturation factor of each image with --saturation-factor, else 1)."""
+        scores (the rule factors of each image the model carries, model.rule_factor, else 1)."""
         rng = np.random.default_rng([config.seed, *key])
         images, targets = train_x[idx], train_y[idx]
         if label_inputs is not None:  # before cropping: the label is the whole changed image's
@@ -269,8 +269,8 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
                      transforms).to(device)
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        factor = (saturation_factor(torch.from_numpy(np.asarray(images, np.float32))) if config.saturation_factor
-                  else torch.ones(len(images), 1))
+        factor = rule_factor(model, torch.from_numpy(np.asarray(images, np.float32)))   # the model made below
+        factor = torch.ones(len(images), 1) if factor is None else factor
         return x, torch.from_numpy(np.asarray(targets, np.float32)).to(device), pairs, factor.to(device)
 
     data_info = {"path": ds.path, "hash": ds.hash, "description": ds.description,
@@ -280,7 +280,8 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
                                                 "data_hash": ds.hash, **data_info["split"]}, indent=1) + "\n")
 
     torch.manual_seed(config.seed)
-    model = QualityNet(activation=config.activation, saturation=config.saturation_factor).to(device)
+    model = QualityNet(activation=config.activation, saturation=config.saturation_factor,
+                       structure=config.structure_factor).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
