@@ -75,3 +75,32 @@ def write_image_folder(folder: Path, images: np.ndarray) -> Path:
     for index, image in enumerate(images):
         np.save(folder / f"img{index:03d}.npy", np.round(image * 65535).astype(np.uint16))
     return folder
+
+
+def export_with_factor(tmp_path: Path, flag: str, x: np.ndarray) -> tuple[object, dict, dict]:
+    """A spread checkpoint with the rule factor `flag` (a TrainConfig field) exported by `stedq export
+    --variants fp16`, and its FP32 graph and INT8 (placement `all`) scores of `x` (N, 1, H, W).
+    Returns (manifest, scores by variant, checkpoint)."""
+    import onnx
+    import onnxruntime as ort
+
+    from stedq.bundle import read_manifest
+    from stedq.cli import main
+    from stedq.export.variants import quantize_int8
+
+    images = synthetic_images(16, seed=3)
+    checkpoint = spread_checkpoint(images)
+    checkpoint["config"][flag] = True
+    save(checkpoint, tmp_path / "best.pt")
+    for part, chunk in (("train", images[:8]), ("test", images[8:])):
+        write_image_folder(tmp_path / "data" / part, chunk)
+    out = tmp_path / "bundle"
+    assert main(["export", str(tmp_path / "best.pt"), "--out", str(out), "--data", str(tmp_path / "data"),
+                 "--variants", "fp16"]) == 0
+    manifest = read_manifest(out)
+    fp32 = onnx.load(out / manifest.variants["fp32"])
+    scores = {}
+    for variant, model in (("fp32", fp32), ("int8", quantize_int8(fp32, images, "all"))):
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        scores[variant] = session.run(None, {session.get_inputs()[0].name: x})[0].squeeze(1)
+    return manifest, scores, checkpoint

@@ -70,8 +70,14 @@ def test_training_evaluation_and_export_apply_the_factor(saturation_run):
     assert build_model(best).saturation
     images = (clipped_images(1) / COUNTS).astype(np.float32)
     factor = np.array([rule_factor(c) for c in clipped_images(1)])
+    assert_scores_carry(best, images, factor, ("saturation_factor",))
+
+
+def assert_scores_carry(best: dict, images: np.ndarray, factor: np.ndarray, flags: tuple[str, ...]) -> None:
+    """The run's scores of `images` (N, H, W) in [0, 1] are its network's times `factor`, alike in the
+    normalized model, the evaluation's Scorer and the exported ONNX graph (`flags`: the factors' config)."""
     wrapped = build_normalized_model(best)
-    plain = build_normalized_model({**best, "config": {**best["config"], "saturation_factor": False}})
+    plain = build_normalized_model({**best, "config": {**best["config"], **dict.fromkeys(flags, False)}})
     x = torch.from_numpy(images[:, None])
     with torch.no_grad():
         scored, network = wrapped(x).squeeze(1).numpy(), plain(x).squeeze(1).numpy()
@@ -99,33 +105,13 @@ def test_the_factor_enters_the_training_loss_and_only_where_an_image_is_clipped(
 def test_the_bundle_keeps_the_factor_in_int8_and_leaves_fp16_out(tmp_path):
     """INT8 quantizes convolutions and Gemm only: the factor's comparisons stay float32, exact. FP16 would
     cast the input first and merge counts a few apart at a bright peak into a plateau: not written."""
-    import onnx
+    from tests.export_helpers import export_with_factor
 
-    from stedq.bundle import read_manifest
-    from stedq.cli import main
-    from stedq.export.variants import quantize_int8
-    from tests.export_helpers import save, spread_checkpoint, synthetic_images, write_image_folder
-
-    images = synthetic_images(16, seed=3)
-    checkpoint = spread_checkpoint(images)
-    checkpoint["config"]["saturation_factor"] = True
-    save(checkpoint, tmp_path / "best.pt")
-    for part, chunk in (("train", images[:8]), ("test", images[8:])):
-        write_image_folder(tmp_path / "data" / part, chunk)
-    out = tmp_path / "bundle"
-    assert main(["export", str(tmp_path / "best.pt"), "--out", str(out), "--data", str(tmp_path / "data"),
-                 "--variants", "fp16"]) == 0
-    manifest = read_manifest(out)
-    assert set(manifest.variants) == {"fp32"}
-    assert "float16 cannot resolve" in manifest.metrics["not_written"]["fp16"]
     counts = clipped_images(2)
     x = (counts / COUNTS).astype(np.float32)[:, None]
-    fp32 = onnx.load(out / manifest.variants["fp32"])
-    int8 = quantize_int8(fp32, images, "all")
-    scores = {}
-    for variant, model in (("fp32", fp32), ("int8", int8)):
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        scores[variant] = session.run(None, {session.get_inputs()[0].name: x})[0].squeeze(1)
+    manifest, scores, checkpoint = export_with_factor(tmp_path, "saturation_factor", x)
+    assert set(manifest.variants) == {"fp32"}
+    assert "float16 cannot resolve" in manifest.metrics["not_written"]["fp16"]
     plain = build_normalized_model({**checkpoint, "config": {**checkpoint["config"], "saturation_factor": False}})
     with torch.no_grad():
         network = plain(torch.from_numpy(x)).squeeze(1).numpy()

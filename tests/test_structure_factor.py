@@ -5,15 +5,12 @@ shows structure; applied in training, in evaluation and inside the exported grap
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from stedq.export.onnx_graph import export_onnx
 from stedq.fit import neighbour_correlation as fit_neighbour_correlation
 from stedq.training.checkpoint import build_model, build_normalized_model, load_checkpoint
-from stedq.training.evaluate import Scorer
 from stedq.training.model import (
     STRUCTURE_FULL,
     STRUCTURE_NONE,
@@ -22,7 +19,7 @@ from stedq.training.model import (
     structure_factor,
 )
 from stedq.training.train import train
-from tests.test_saturation_factor import COUNTS, clipped_images
+from tests.test_saturation_factor import COUNTS, assert_scores_carry, clipped_images
 from tests.test_training_train import config, tiny_dataset
 
 
@@ -75,16 +72,7 @@ def test_training_evaluation_and_export_apply_both_factors(structure_run):
     x = torch.from_numpy(images[:, None])
     factor = (structure_factor(x) * saturation_factor(x)).squeeze(1).numpy()
     assert factor[1] == factor[2] == 0.0 and factor[0] == 1.0 and factor.min() < factor.max()
-    wrapped = build_normalized_model(best)
-    plain = build_normalized_model({**best, "config": {**best["config"], "structure_factor": False,
-                                                       "saturation_factor": False}})
-    with torch.no_grad():
-        scored, network = wrapped(x).squeeze(1).numpy(), plain(x).squeeze(1).numpy()
-    assert scored == pytest.approx(network * factor, abs=1e-6)
-    assert Scorer(best, device="cpu", precision="fp32")(images) == pytest.approx(scored, abs=1e-5)
-    session = ort.InferenceSession(export_onnx(wrapped).SerializeToString(), providers=["CPUExecutionProvider"])
-    onnx_scores = session.run(None, {session.get_inputs()[0].name: images[:, None]})[0].squeeze(1)
-    assert onnx_scores == pytest.approx(scored, abs=1e-5)
+    assert_scores_carry(best, images, factor, ("structure_factor", "saturation_factor"))
 
 
 def test_the_factor_enters_the_training_loss_only_where_an_image_lacks_structure(tmp_path):
@@ -103,31 +91,12 @@ def test_the_factor_enters_the_training_loss_only_where_an_image_lacks_structure
 def test_the_bundle_keeps_the_factor_in_int8_and_leaves_fp16_out(tmp_path):
     """INT8 quantizes convolutions and Gemm only: the correlation stays float32. FP16 would underflow the
     squares of centred pixel values: not written."""
-    import onnx
+    from tests.export_helpers import export_with_factor
 
-    from stedq.bundle import read_manifest
-    from stedq.cli import main
-    from stedq.export.variants import quantize_int8
-    from tests.export_helpers import save, spread_checkpoint, synthetic_images, write_image_folder
-
-    images = synthetic_images(16, seed=3)
-    checkpoint = spread_checkpoint(images)
-    checkpoint["config"]["structure_factor"] = True
-    save(checkpoint, tmp_path / "best.pt")
-    for part, chunk in (("train", images[:8]), ("test", images[8:])):
-        write_image_folder(tmp_path / "data" / part, chunk)
-    out = tmp_path / "bundle"
-    assert main(["export", str(tmp_path / "best.pt"), "--out", str(out), "--data", str(tmp_path / "data"),
-                 "--variants", "fp16"]) == 0
-    manifest = read_manifest(out)
+    x = (field_images(2)[0] / COUNTS).astype(np.float32)[:, None]
+    manifest, scores, checkpoint = export_with_factor(tmp_path, "structure_factor", x)
     assert set(manifest.variants) == {"fp32"}
     assert "underflow float16" in manifest.metrics["not_written"]["fp16"]
-    x = (field_images(2)[0] / COUNTS).astype(np.float32)[:, None]
-    fp32 = onnx.load(out / manifest.variants["fp32"])
-    scores = {}
-    for variant, model in (("fp32", fp32), ("int8", quantize_int8(fp32, images, "all"))):
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        scores[variant] = session.run(None, {session.get_inputs()[0].name: x})[0].squeeze(1)
     factor = structure_factor(torch.from_numpy(x)).squeeze(1).numpy()
     assert scores["fp32"][1:3].tolist() == scores["int8"][1:3].tolist() == [0.0, 0.0]   # shuffled, empty
     assert scores["fp32"][0] > 0 and np.abs(scores["int8"] - scores["fp32"]).max() <= 0.1
