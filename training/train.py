@@ -244,7 +244,7 @@ def train(ds: Dataset, out: str | Path, config: TrainConfig, resume: bool = Fals
         """One training batch as the model sees it: photon variants, padded crops, flips/rotations; then,
         with --pair-share, k originals and k changed copies of them (fewer photons or blur, labelled by the
         rule) appended uncropped. Returns (x, targets, k, factor): factor (B, 1) multiplies the network's
-        scores (the rule factors of each image the model carries, model.rule_factor, else 1)."""
+        scores (the rule factors the model carries, measured on each image: model.rule_factor; else 1)."""
         rng = np.random.default_rng([config.seed, *key])
         images, targets = train_x[idx], train_y[idx]
         if label_inputs is not None:  # before cropping: the label is the whole changed image's
