@@ -37,9 +37,20 @@ from stedq.export.onnx_graph import DEFAULT_OPSET, export_onnx
 from stedq.export.parity import PARITY_BATCH_SIZES, PARITY_TOLERANCE, check_parity
 from stedq.export.runtime import cpu_session, images_per_second, score
 from stedq.export.variants import DEFAULT_INT8_PLACEMENTS, RELU_INT8_OPS, convert_fp16, quantize_int8
-from stedq.training.checkpoint import checkpoint_activation, checkpoint_saturation, checkpoint_structure
+from stedq.training.checkpoint import checkpoint_activation, checkpoint_factors
 
 log = logging.getLogger(__name__)
+
+# Why an FP16 variant is not written for a model whose scores carry a rule factor (keep_io_types casts the
+# input to float16 before the factor reads it).
+FP16_UNSAFE_FACTORS = {
+    # counts a few apart at a bright peak merge into one plateau: clipping that is not there
+    "saturation": "the saturation factor compares pixels with the image's maximum, which float16 cannot "
+                  "resolve at bright peaks (use fp32 or int8)",
+    # squares of centred counts / 65535 (1e-8 and below)
+    "structure": "the structure factor's neighbour correlation squares pixel values that underflow float16 "
+                 "(use fp32 or int8)",
+}
 
 # Files `stedq export` owns inside a bundle folder (stale ones are removed when re-exporting).
 BUNDLE_FILES = (MANIFEST_NAME, *VARIANT_FILES.values(), *rdf.RDF_FILES)
@@ -146,16 +157,9 @@ def _export_into(staging: Path, out: Path, checkpoint: dict[str, Any], model, op
         if variant == "int8" and (options.calibration_images is None or len(options.calibration_images) == 0):
             skipped[variant] = "no calibration images (give --data or --calibration-data)"
             continue
-        if variant == "fp16" and checkpoint_saturation(checkpoint):
-            # keep_io_types casts the input to float16 first: counts a few apart at a bright peak merge
-            # into one plateau and the saturation factor reads clipping that is not there
-            skipped[variant] = ("the saturation factor compares pixels with the image's maximum, which float16 "
-                                "cannot resolve at bright peaks (use fp32 or int8)")
-            continue
-        if variant == "fp16" and checkpoint_structure(checkpoint):
-            # squares of centred counts / 65535 (1e-8 and below) underflow float16
-            skipped[variant] = ("the structure factor's neighbour correlation squares pixel values that "
-                                "underflow float16 (use fp32 or int8)")
+        unsafe = [FP16_UNSAFE_FACTORS[name] for name, on in checkpoint_factors(checkpoint).items() if on]
+        if variant == "fp16" and unsafe:
+            skipped[variant] = unsafe[0]
             continue
         # INT8 tries its placements in order (fastest first) and keeps the first that passes.
         tries = options.int8_placements if variant == "int8" else ("",)

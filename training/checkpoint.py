@@ -77,16 +77,16 @@ def checkpoint_activation(checkpoint: dict[str, Any]) -> str:
     return str(config.get("activation", "elu")) if isinstance(config, dict) else "elu"
 
 
-def checkpoint_saturation(checkpoint: dict[str, Any]) -> bool:
-    """Whether the checkpoint's scores carry the saturation factor (stedq train --saturation-factor)."""
-    config = checkpoint.get("config")
-    return bool(config.get("saturation_factor", False)) if isinstance(config, dict) else False
+# The rule factors a run's scores may carry: QualityNet's keyword -> the TrainConfig field (stedq train flag).
+RULE_FACTORS = {"saturation": "saturation_factor", "structure": "structure_factor"}
 
 
-def checkpoint_structure(checkpoint: dict[str, Any]) -> bool:
-    """Whether the checkpoint's scores carry the structure factor (stedq train --structure-factor)."""
+def checkpoint_factors(checkpoint: dict[str, Any]) -> dict[str, bool]:
+    """Which rule factors the checkpoint's scores carry (--saturation-factor, --structure-factor), by
+    QualityNet's keywords; older checkpoints carry none."""
     config = checkpoint.get("config")
-    return bool(config.get("structure_factor", False)) if isinstance(config, dict) else False
+    config = config if isinstance(config, dict) else {}
+    return {name: bool(config.get(field, False)) for name, field in RULE_FACTORS.items()}
 
 
 def checkpoint_members(checkpoint: dict[str, Any]) -> int:
@@ -105,8 +105,8 @@ def new_model(checkpoint: dict[str, Any]) -> QualityNet | QualityNetEnsemble:
     """An untrained network of the checkpoint's shape: a QualityNet, or an ensemble of them."""
     members = checkpoint_members(checkpoint)
     try:
-        nets = [QualityNet(activation=checkpoint_activation(checkpoint), saturation=checkpoint_saturation(checkpoint),
-                           structure=checkpoint_structure(checkpoint)) for _ in range(members)]
+        nets = [QualityNet(activation=checkpoint_activation(checkpoint), **checkpoint_factors(checkpoint))
+                for _ in range(members)]
     except ValueError as exc:   # an activation this version does not know
         raise CheckpointError(f"{checkpoint.get('path', 'checkpoint')}: {exc}") from None
     return nets[0] if members == 1 else QualityNetEnsemble(nets)

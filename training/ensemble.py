@@ -13,10 +13,10 @@ from typing import Any
 import stedq
 from stedq.training.checkpoint import (
     BEST,
+    RULE_FACTORS,
     CheckpointError,
     checkpoint_activation,
-    checkpoint_saturation,
-    checkpoint_structure,
+    checkpoint_factors,
     checkpoint_transform,
     load_checkpoint,
     save_checkpoint,
@@ -48,8 +48,9 @@ def combine(checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
     _shared(checkpoints, "their normalizations differ (mean, std or input transform)",
             lambda c: (float(c["normalization"]["mean"]), float(c["normalization"]["std"]), checkpoint_transform(c)))
     _shared(checkpoints, "their activations differ", checkpoint_activation)
-    _shared(checkpoints, "one has the saturation factor (--saturation-factor), the other not", checkpoint_saturation)
-    _shared(checkpoints, "one has the structure factor (--structure-factor), the other not", checkpoint_structure)
+    for name, field in RULE_FACTORS.items():
+        _shared(checkpoints, f"one has the {name} factor (--{field.replace('_', '-')}), the other not",
+                lambda c, name=name: checkpoint_factors(c)[name])
 
     state = {f"members.{index}.{key}": tensor for index, checkpoint in enumerate(checkpoints)
              for key, tensor in checkpoint["model"].items()}
