@@ -36,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--pixel-nm", type=float, default=None, metavar="NM",
                        help="one pixel size for every image (default: drawn per image, 15-35 nm); the other "
                             "draws stay those of the same --seed, so the two sets differ in pixel size only")
+    synth.add_argument("--dense-axons", action="store_true",
+                       help="draw the axon networks of the actin mix as dense, diffusely labelled fields (filled "
+                            "shafts, rings holding 20-60 %% of the label, an uneven diffuse label) instead of "
+                            "sparse ring lattices; every other image stays the same bytes")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.set_defaults(func=_synth)
 
@@ -105,7 +109,7 @@ def _synth(args: argparse.Namespace) -> int:
     if args.pixel_nm is not None and not 5.0 <= args.pixel_nm <= 100.0:
         raise SystemExit(f"stedq data synth: --pixel-nm {args.pixel_nm:g} is outside 5-100 nm")
     generate(args.out, counts, seed=args.seed, workers=max(1, args.workers), balanced=args.balanced,
-             progress=not args.no_progress, pixel_nm=args.pixel_nm)
+             progress=not args.no_progress, pixel_nm=args.pixel_nm, dense_axons=args.dense_axons)
     print(f"wrote {', '.join(f'{n} {s}' for s, n in counts.items())} images under {args.out}")
     return 0
 

@@ -90,14 +90,15 @@ def sample_acquisition(rng: np.random.Generator, kind: str, pixel_nm: float | No
 
 
 def simulate_one(structure: str, seed: int, index: int, balanced: bool = False,
-                 pixel_nm: float | None = None) -> tuple[np.ndarray, dict]:
-    """Image `index` of the dataset: (uint16 image, csv row without the file name)."""
+                 pixel_nm: float | None = None, dense_axons: bool = False) -> tuple[np.ndarray, dict]:
+    """Image `index` of the dataset: (uint16 image, csv row without the file name). `dense_axons` draws
+    the axon networks as dense fields; every other image is the same bytes with or without it."""
     from stedq.training.data.microscope import SimulatedMicroscope
 
     s = image_seed(seed, structure, index)
     rng = np.random.default_rng(s)
     kind = image_class(rng)
-    sample = sample_acquisition(rng, kind, pixel_nm)
+    sample = {**sample_acquisition(rng, kind, pixel_nm), "dense_axons": dense_axons}
     params = sample_parameters(rng)
     if kind == "confocal":
         params.update(p_sted_mw=0.0, dwell_time_us=float(rng.uniform(10.0, 80.0)), repeats=1)
@@ -153,12 +154,12 @@ def _existing(folder: Path, structure: str, index: int) -> Path | None:
     return matches[0] if matches else None
 
 
-def _work(job: tuple[str, int, int, bool, str, float | None]) -> dict:
+def _work(job: tuple[str, int, int, bool, str, float | None, bool]) -> dict:
     """Worker: simulate one image and write its TIFF (atomically: a killed run leaves no half file)."""
     import tifffile
 
-    structure, seed, index, balanced, folder, pixel_nm = job
-    image, row = simulate_one(structure, seed, index, balanced, pixel_nm)
+    structure, seed, index, balanced, folder, pixel_nm, dense_axons = job
+    image, row = simulate_one(structure, seed, index, balanced, pixel_nm, dense_axons)
     row["label"] = round(row["label"], 4)   # the file name's precision is the label
     name = file_stem(structure, index)
     path = Path(folder) / f"{name}-{row['label']:.4f}.tiff"
@@ -177,16 +178,18 @@ def _init_worker() -> None:
 
 
 def generate(out: Path, counts: dict[str, int], seed: int = 0, workers: int = 2, balanced: bool = False,
-             progress: bool = True, pixel_nm: float | None = None) -> dict[str, Path]:
+             progress: bool = True, pixel_nm: float | None = None, dense_axons: bool = False) -> dict[str, Path]:
     """Generate (or resume) every structure folder under `out`; returns structure -> folder. `pixel_nm`
-    fixes the pixel size (default: drawn from PIXEL_SIZE_WEIGHTS), the other draws staying the same."""
+    fixes the pixel size (default: drawn from PIXEL_SIZE_WEIGHTS), the other draws staying the same;
+    `dense_axons` draws the axon networks as dense fields (structures.dense_axon_network)."""
     from tqdm import tqdm
 
     from stedq.training.data.loader import write_manifest
 
     out = Path(out)
-    _check_resumable(out, counts, seed, balanced, pixel_nm)
-    jobs: list[tuple[str, int, int, bool, str, float | None]] = []
+    extra = {**({} if pixel_nm is None else {"pixel_nm": pixel_nm}), **({"dense_axons": True} if dense_axons else {})}
+    _check_resumable(out, counts, seed, balanced, extra)
+    jobs: list[tuple[str, int, int, bool, str, float | None, bool]] = []
     folders = {}
     for structure, n in counts.items():
         folder = out / structure
@@ -198,7 +201,7 @@ def generate(out: Path, counts: dict[str, int], seed: int = 0, workers: int = 2,
                    (folder / ".rows" / f"{file_stem(structure, i)}.json").exists())
         if done:
             log.info("%s: %d of %d images already there, resuming", structure, done, n)
-        jobs += [(structure, seed, i, balanced, str(folder), pixel_nm) for i in range(n)
+        jobs += [(structure, seed, i, balanced, str(folder), pixel_nm, dense_axons) for i in range(n)
                  if not (_existing(folder, structure, i) and (folder / ".rows" / f"{file_stem(structure, i)}.json").exists())]
     (out / "DONE").unlink(missing_ok=True)
     start = time.monotonic()
@@ -216,20 +219,20 @@ def generate(out: Path, counts: dict[str, int], seed: int = 0, workers: int = 2,
     for structure, folder in folders.items():
         _write_labels(folder, structure, counts[structure])
         write_manifest(folder, {"generator": "stedq data synth", "structure": structure, "seed": seed,
-                                "count": counts[structure], "balanced": balanced,
-                                **({} if pixel_nm is None else {"pixel_nm": pixel_nm})})
+                                "count": counts[structure], "balanced": balanced, **extra})
     (out / "DONE").write_text(json.dumps({"counts": counts, "seed": seed, "balanced": balanced, "pixel_nm": pixel_nm,
+                                          "dense_axons": dense_axons,
                                           "simulated_images": len(jobs), "seconds": round(elapsed, 1),
                                           "workers": workers}, indent=2) + "\n")
     log.info("%d images simulated in %.0f s into %s", len(jobs), elapsed, out)
     return folders
 
 
-def _check_resumable(out: Path, counts: dict[str, int], seed: int, balanced: bool,
-                     pixel_nm: float | None = None) -> None:
-    """Resuming into a folder made with other settings would mix two datasets: refuse, saying why."""
+def _check_resumable(out: Path, counts: dict[str, int], seed: int, balanced: bool, extra: dict) -> None:
+    """Resuming into a folder made with other settings would mix two datasets: refuse, saying why.
+    `extra`: the settings that are recorded only when set (pixel_nm, dense_axons)."""
     settings_path = out / ".synth.json"
-    settings = {"seed": seed, "balanced": balanced, **({} if pixel_nm is None else {"pixel_nm": pixel_nm})}
+    settings = {"seed": seed, "balanced": balanced, **extra}
     if settings_path.is_file():
         before = json.loads(settings_path.read_text())
         if before != settings:
