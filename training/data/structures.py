@@ -9,6 +9,9 @@ acquisition's pixel size (15-35 nm in real STED data; 20 nm by default): a 224 p
   denser at its edges.
 - axon networks: 3-7 such axons crossing and overlapping over a diffuse label, densely labelled fields
   as real axonal F-actin images show them (few empty pixels).
+- dense axon networks (`--dense-axons`): the same fields as real axonal F-actin shows them at 15-20 nm,
+  smooth and evenly labelled: filled shafts of uneven brightness whose ring lattice holds part of the
+  label, actin patches, a diffuse label varying across the field.
 - dendritic actin-like: a dendrite shaft (1-2 um wide) filled with a mesh of short, randomly oriented
   actin filaments, with brighter spine heads along its edge (the dendritic F-actin of real STED data).
 - synaptic puncta: nanoclusters (~50-100 nm) of synaptic proteins (PSD95, Bassoon, Homer1c-like), one to
