@@ -40,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="draw the axon networks of the actin mix as dense, diffusely labelled fields (filled "
                             "shafts, rings holding 20-60 %% of the label, an uneven diffuse label) instead of "
                             "sparse ring lattices; every other image stays the same bytes")
+    synth.add_argument("--dense-bundles", action="store_true",
+                       help="draw the tubulin bundles of the actin mix as dense fields (3-7 crossing bundles and "
+                            "single microtubules over a strong, uneven diffuse label) instead of 1-2 bundles "
+                            "on a dark field; every other image stays the same bytes")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.set_defaults(func=_synth)
 
@@ -109,7 +113,8 @@ def _synth(args: argparse.Namespace) -> int:
     if args.pixel_nm is not None and not 5.0 <= args.pixel_nm <= 100.0:
         raise SystemExit(f"stedq data synth: --pixel-nm {args.pixel_nm:g} is outside 5-100 nm")
     generate(args.out, counts, seed=args.seed, workers=max(1, args.workers), balanced=args.balanced,
-             progress=not args.no_progress, pixel_nm=args.pixel_nm, dense_axons=args.dense_axons)
+             progress=not args.no_progress, pixel_nm=args.pixel_nm,
+             dense=tuple(name for name in ("axons", "bundles") if getattr(args, f"dense_{name}")))
     print(f"wrote {', '.join(f'{n} {s}' for s, n in counts.items())} images under {args.out}")
     return 0
 

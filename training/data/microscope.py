@@ -98,18 +98,18 @@ class SimulatedMicroscope:
 
     def __init__(self, structure: str = "actin", seed: int = 0, background_cps: float | None = None,
                  empty: bool = False, pixel_nm: float = PIXEL_NM, photon_scale: float = 1.0,
-                 defocus_nm: float = 0.0, kind: str | None = None, dense_axons: bool = False):
+                 defocus_nm: float = 0.0, kind: str | None = None, dense: tuple[str, ...] = ()):
         """`pixel_nm`: the scan's pixel size; `photon_scale`: brightness of the label and detector
         (multiplies the detection efficiency); `defocus_nm`: an out-of-focus acquisition, every molecule
         seen through a PSF widened by a Gaussian of this sd; `kind`: force one synthetic structure;
-        `dense_axons`: axon networks drawn as dense fields (structures.dense_axon_network)."""
+        `dense`: the mix's kinds drawn as dense fields ("axons", "bundles"; structures.DENSE_FIELDS)."""
         self.structure = structure
         self.seed = int(seed)
         self.pixel_nm = float(pixel_nm)
         self.detection_efficiency = min(DETECTION_EFFICIENCY * float(photon_scale), 1.0)
         # Our own generator (never numpy's global one, which pysted re-seeds on every call).
         self.rng = np.random.default_rng([self.seed, zlib.crc32(structure.encode())])
-        molecules, self.source = random_datamap(structure, self.rng, self.pixel_nm, kind, dense_axons)
+        molecules, self.source = random_datamap(structure, self.rng, self.pixel_nm, kind, dense)
         if empty:   # an empty field: no labelled structure, only the detector's background
             molecules, self.source = np.zeros_like(molecules), "empty"
         self.ideal = expert.ideal_image(molecules)   # what a perfect acquisition would show

@@ -90,15 +90,15 @@ def sample_acquisition(rng: np.random.Generator, kind: str, pixel_nm: float | No
 
 
 def simulate_one(structure: str, seed: int, index: int, balanced: bool = False,
-                 pixel_nm: float | None = None, dense_axons: bool = False) -> tuple[np.ndarray, dict]:
-    """Image `index` of the dataset: (uint16 image, csv row without the file name). `dense_axons` draws
-    the axon networks as dense fields; every other image is the same bytes with or without it."""
+                 pixel_nm: float | None = None, dense: tuple[str, ...] = ()) -> tuple[np.ndarray, dict]:
+    """Image `index` of the dataset: (uint16 image, csv row without the file name). `dense` ("axons",
+    "bundles") draws those kinds as dense fields; every other image is the same bytes with or without it."""
     from stedq.training.data.microscope import SimulatedMicroscope
 
     s = image_seed(seed, structure, index)
     rng = np.random.default_rng(s)
     kind = image_class(rng)
-    sample = {**sample_acquisition(rng, kind, pixel_nm), "dense_axons": dense_axons}
+    sample = {**sample_acquisition(rng, kind, pixel_nm), "dense": tuple(dense)}
     params = sample_parameters(rng)
     if kind == "confocal":
         params.update(p_sted_mw=0.0, dwell_time_us=float(rng.uniform(10.0, 80.0)), repeats=1)
@@ -154,12 +154,12 @@ def _existing(folder: Path, structure: str, index: int) -> Path | None:
     return matches[0] if matches else None
 
 
-def _work(job: tuple[str, int, int, bool, str, float | None, bool]) -> dict:
+def _work(job: tuple[str, int, int, bool, str, float | None, tuple[str, ...]]) -> dict:
     """Worker: simulate one image and write its TIFF (atomically: a killed run leaves no half file)."""
     import tifffile
 
-    structure, seed, index, balanced, folder, pixel_nm, dense_axons = job
-    image, row = simulate_one(structure, seed, index, balanced, pixel_nm, dense_axons)
+    structure, seed, index, balanced, folder, pixel_nm, dense = job
+    image, row = simulate_one(structure, seed, index, balanced, pixel_nm, dense)
     row["label"] = round(row["label"], 4)   # the file name's precision is the label
     name = file_stem(structure, index)
     path = Path(folder) / f"{name}-{row['label']:.4f}.tiff"
@@ -178,18 +178,20 @@ def _init_worker() -> None:
 
 
 def generate(out: Path, counts: dict[str, int], seed: int = 0, workers: int = 2, balanced: bool = False,
-             progress: bool = True, pixel_nm: float | None = None, dense_axons: bool = False) -> dict[str, Path]:
+             progress: bool = True, pixel_nm: float | None = None, dense: tuple[str, ...] = ()) -> dict[str, Path]:
     """Generate (or resume) every structure folder under `out`; returns structure -> folder. `pixel_nm`
     fixes the pixel size (default: drawn from PIXEL_SIZE_WEIGHTS), the other draws staying the same;
-    `dense_axons` draws the axon networks as dense fields (structures.dense_axon_network)."""
+    `dense` ("axons", "bundles") draws those kinds of the mix as dense fields (structures.DENSE_FIELDS)."""
     from tqdm import tqdm
 
     from stedq.training.data.loader import write_manifest
 
     out = Path(out)
-    extra = {**({} if pixel_nm is None else {"pixel_nm": pixel_nm}), **({"dense_axons": True} if dense_axons else {})}
+    # Recorded only when set, so that a folder made before an option existed still resumes.
+    dense_settings = {f"dense_{name}": True for name in sorted(dense)}
+    extra = {**({} if pixel_nm is None else {"pixel_nm": pixel_nm}), **dense_settings}
     _check_resumable(out, counts, seed, balanced, extra)
-    jobs: list[tuple[str, int, int, bool, str, float | None, bool]] = []
+    jobs: list[tuple[str, int, int, bool, str, float | None, tuple[str, ...]]] = []
     folders = {}
     for structure, n in counts.items():
         folder = out / structure
@@ -201,7 +203,7 @@ def generate(out: Path, counts: dict[str, int], seed: int = 0, workers: int = 2,
                    (folder / ".rows" / f"{file_stem(structure, i)}.json").exists())
         if done:
             log.info("%s: %d of %d images already there, resuming", structure, done, n)
-        jobs += [(structure, seed, i, balanced, str(folder), pixel_nm, dense_axons) for i in range(n)
+        jobs += [(structure, seed, i, balanced, str(folder), pixel_nm, tuple(dense)) for i in range(n)
                  if not (_existing(folder, structure, i) and (folder / ".rows" / f"{file_stem(structure, i)}.json").exists())]
     (out / "DONE").unlink(missing_ok=True)
     start = time.monotonic()
@@ -221,7 +223,7 @@ def generate(out: Path, counts: dict[str, int], seed: int = 0, workers: int = 2,
         write_manifest(folder, {"generator": "stedq data synth", "structure": structure, "seed": seed,
                                 "count": counts[structure], "balanced": balanced, **extra})
     (out / "DONE").write_text(json.dumps({"counts": counts, "seed": seed, "balanced": balanced, "pixel_nm": pixel_nm,
-                                          "dense_axons": dense_axons,
+                                          **dense_settings,
                                           "simulated_images": len(jobs), "seconds": round(elapsed, 1),
                                           "workers": workers}, indent=2) + "\n")
     log.info("%d images simulated in %.0f s into %s", len(jobs), elapsed, out)
@@ -230,7 +232,7 @@ def generate(out: Path, counts: dict[str, int], seed: int = 0, workers: int = 2,
 
 def _check_resumable(out: Path, counts: dict[str, int], seed: int, balanced: bool, extra: dict) -> None:
     """Resuming into a folder made with other settings would mix two datasets: refuse, saying why.
-    `extra`: the settings that are recorded only when set (pixel_nm, dense_axons)."""
+    `extra`: the settings that are recorded only when set (pixel_nm, dense_*)."""
     settings_path = out / ".synth.json"
     settings = {"seed": seed, "balanced": balanced, **extra}
     if settings_path.is_file():
