@@ -258,14 +258,20 @@ def tubulin_bundles(rng: np.random.Generator, extent: float) -> np.ndarray:
                            for part in _microtubule_bundle(rng, extent)])
 
 
-def bundle_network(rng: np.random.Generator, extent: float) -> np.ndarray:
-    """A densely labelled tubulin field: 4-9 axons' microtubule bundles crossing and overlapping, with a
-    few single microtubules between them, over a diffuse label (as axon_network is for F-actin)."""
-    points = [part for _ in range(int(rng.integers(4, 10))) for part in _microtubule_bundle(rng, extent)]
+def _crossing_bundles(rng: np.random.Generator, extent: float, fewest: int, most: int) -> list[np.ndarray]:
+    """`fewest`-`most` axons' microtubule bundles crossing the field and 0-3 single microtubules."""
+    points = [part for _ in range(int(rng.integers(fewest, most + 1))) for part in _microtubule_bundle(rng, extent)]
     for _ in range(int(rng.integers(0, 4))):
         path = _through_field(rng, extent, turn_sd=rng.uniform(0.005, 0.04), step_px=0.5)
         keep = rng.random(len(path)) < rng.uniform(0.4, 1.1)
         points.append(path[keep] + rng.normal(0, 0.5, (int(keep.sum()), 2)))
+    return points
+
+
+def bundle_network(rng: np.random.Generator, extent: float) -> np.ndarray:
+    """A densely labelled tubulin field: 4-9 axons' microtubule bundles crossing and overlapping, with a
+    few single microtubules between them, over a diffuse label (as axon_network is for F-actin)."""
+    points = _crossing_bundles(rng, extent, 4, 9)
     points.append(_diffuse_label(rng, extent, 300, 1500))
     return np.concatenate(points)
 
@@ -275,11 +281,7 @@ def dense_bundle_network(rng: np.random.Generator, extent: float) -> np.ndarray:
     crossing and single microtubules over a strong, uneven diffuse label (its median pixel ~20 %
     (17-33 %) of the bright signal, where bundle_network's uniform label gives ~11 % and tubulin_bundles
     0 %); autocorrelation half-width ~13 px at 20 nm."""
-    points = [part for _ in range(int(rng.integers(3, 8))) for part in _microtubule_bundle(rng, extent)]
-    for _ in range(int(rng.integers(0, 4))):
-        path = _through_field(rng, extent, turn_sd=rng.uniform(0.005, 0.04), step_px=0.5)
-        keep = rng.random(len(path)) < rng.uniform(0.4, 1.1)
-        points.append(path[keep] + rng.normal(0, 0.5, (int(keep.sum()), 2)))
+    points = _crossing_bundles(rng, extent, 3, 7)
     points.append(_uneven_diffuse_label(rng, extent, 6000, 12000))
     return np.concatenate(points)
 
