@@ -165,7 +165,7 @@ class Bench:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.engines["fp32"] = Engine(s.model, variant="fp32", device=s.device,
                                       intra_op_threads=s.intra_op_threads, inter_op_threads=s.inter_op_threads)
-        if o.int8:
+        if o.int8 or s.variant == "int8":   # the served variant's limit is always measured (even --quick)
             engine, self.notes["int8"] = make_int8(s, o.out / "work")
             if engine is not None:
                 self.engines["int8"] = engine

@@ -112,14 +112,17 @@ def pb_image(pixels: np.ndarray):
 
 
 def random_images(n: int, seed: int = 0, size: tuple[int, int] = (224, 224)) -> np.ndarray:
-    """float32 (n, H, W) images in [0, 1] that differ in brightness, so their scores differ.
+    """float32 (n, H, W) model inputs that differ, so their scores differ: the built-in STED-like image
+    (fibres with Poisson noise, photon counts / 65535) of seed `seed + i` at a brightness from 0.3 to 1.
 
-    Dim, like the training data (photon counts of a uint16 export / 65535, max ~0.001): far brighter
-    images are outside what the model saw, and its scores of them mean nothing (docs/export.md).
+    Structured on purpose: the shipped model scores an image with no structure (pixel noise) 0 by its
+    structure factor, and images far brighter than photon counts are outside what it saw (docs/export.md).
     """
-    rng = np.random.default_rng(seed)
-    scale = np.linspace(0.0002, 0.001, n, dtype=np.float32)[:, None, None]
-    return (rng.random((n, *size), dtype=np.float32) * scale).astype(np.float32)
+    from stedq.pixels import demo_image
+
+    scale = np.linspace(0.3, 1.0, n, dtype=np.float32)
+    images = [demo_image(max(size), seed=seed + i)[:size[0], :size[1]] * scale[i] for i in range(n)]
+    return np.stack(images).astype(np.float32)
 
 
 def scrape(port: int) -> dict[str, list]:
@@ -195,7 +198,9 @@ def server_settings(bundle: Path, **overrides):
     """Small, fast server settings for tests: random ports, small batches, 1 inference thread."""
     from stedq.settings import Settings
 
-    values = dict(model=bundle, host="127.0.0.1", port=0, metrics_port=0, max_batch_size=8,
+    # FP32 unless a test asks otherwise: tests compare the server with FP32 onnxruntime (reference_scores);
+    # the shipped bundle's `auto` is INT8 on a CPU.
+    values = dict(model=bundle, variant="fp32", host="127.0.0.1", port=0, metrics_port=0, max_batch_size=8,
                   max_queue_delay_ms=5.0, max_queue_size=64, intra_op_threads=1, watch_model=False,
                   grace_period_s=10.0)
     values.update(overrides)

@@ -71,15 +71,17 @@ def test_quick_run_writes_json_with_every_point(quick_run):
 def test_quick_run_compares_with_the_limit_and_reports_targets(quick_run):
     results = json.loads((quick_run / "bench.json").read_text())
     by_id = {e["id"]: e for e in results["scenarios"]}
-    ratio = results["ratios"]["stedq/v1/unary/b4 / in-process/fp32/b4"]
+    # stedq is held to the in-process limit of the variant it served (the shipped bundle's auto: INT8 on a CPU).
+    limit = f"in-process/{results['environment']['settings']['variant']}"
+    ratio = results["ratios"][f"stedq/v1/unary/b4 / {limit}/b4"]
     expected = by_id["stedq/v1/unary/b4"]["runs"][0]["images_per_s"] / \
-        by_id["in-process/fp32/b4"]["runs"][0]["images_per_s"]
+        by_id[f"{limit}/b4"]["runs"][0]["images_per_s"]
     assert ratio["median"] == pytest.approx(expected)
     targets = {t["target"]: t for t in results["targets"]}
     assert targets["gRPC batch-4 throughput vs in-process"]["met"] in (True, False)
     overhead = targets["single-image p50 overhead (ms)"]["value"]["median"]
     assert overhead == pytest.approx(by_id["stedq/v1/unary/b1"]["runs"][0]["p50_ms"]
-                                     - by_id["in-process/fp32/b1"]["runs"][0]["p50_ms"])
+                                     - by_id[f"{limit}/b1"]["runs"][0]["p50_ms"])
     floor = by_id["grpc-floor/v1/unary/b1"]["runs"][0]["p50_ms"]   # same client, nothing behind the server
     assert targets["single-image p50 of Python gRPC alone (ms; the floor under the overhead, reference)"][
         "value"]["median"] == pytest.approx(floor)
@@ -88,7 +90,7 @@ def test_quick_run_compares_with_the_limit_and_reports_targets(quick_run):
     with_model = by_id["grpc-floor-model/v1/unary/b1"]["runs"][0]["p50_ms"]
     assert with_model > floor
     assert targets["single-image p50 overhead of a bare Python gRPC server running the model (ms; reference)"][
-        "value"]["median"] == pytest.approx(with_model - by_id["in-process/fp32/b1"]["runs"][0]["p50_ms"])
+        "value"]["median"] == pytest.approx(with_model - by_id[f"{limit}/b1"]["runs"][0]["p50_ms"])
     assert targets["stedq vs MLServer, 4 single-image clients"]["value"] is None  # not run: not claimed
     assert targets["stedq vs MLServer, 4 single-image clients"]["met"] is None
 

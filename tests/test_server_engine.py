@@ -19,7 +19,7 @@ NO_CUDA = "CUDAExecutionProvider" not in onnxruntime.get_available_providers()
 def test_a_bundle_folder_and_its_bare_onnx_file_serve_the_same_model():
     bundle = model_bundle()
     images = random_images(3, seed=2)
-    from_folder = Engine(bundle, device="cpu", intra_op_threads=1)
+    from_folder = Engine(bundle, device="cpu", variant="fp32", intra_op_threads=1)
     info = from_folder.info
     assert (info.version, info.variant, info.device, info.providers) == \
         (read_version(bundle), "fp32", "cpu", ["CPUExecutionProvider"])
@@ -61,7 +61,11 @@ def test_variant_auto_serves_int8_on_the_cpu_only_where_the_export_measured_it_f
     assert auto_variant(Manifest.model_validate(manifest), on_cuda=False) == "fp32"
     del manifest["metrics"]["cpu_images_per_s_batch32"]   # not measured: FP32
     assert auto_variant(Manifest.model_validate(manifest), on_cuda=False) == "fp32"
-    assert auto_variant(read_manifest(bundle), on_cuda=True) == "fp16"
+    # On a GPU: FP16 where the bundle has it; the shipped 2.0.0 has none (its rule factors), so FP32.
+    shipped_on_gpu = auto_variant(read_manifest(bundle), on_cuda=True)
+    assert shipped_on_gpu == ("fp16" if "fp16" in manifest["variants"] else "fp32")
+    manifest["variants"]["fp16"] = "model.onnx"
+    assert auto_variant(Manifest.model_validate(manifest), on_cuda=True) == "fp16"
 
 
 def test_bad_models_are_clear_errors(tmp_path):
