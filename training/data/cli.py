@@ -105,6 +105,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from stedq.training.data.structures import DENSE_FIELDS
     from stedq.training.data.synth import generate
 
     counts = {name: n for name, n in (("actin", args.actin), ("tubulin", args.tubulin)) if n > 0}
@@ -114,7 +115,7 @@ def _synth(args: argparse.Namespace) -> int:
         raise SystemExit(f"stedq data synth: --pixel-nm {args.pixel_nm:g} is outside 5-100 nm")
     generate(args.out, counts, seed=args.seed, workers=max(1, args.workers), balanced=args.balanced,
              progress=not args.no_progress, pixel_nm=args.pixel_nm,
-             dense=tuple(name for name in ("axons", "bundles") if getattr(args, f"dense_{name}")))
+             dense=tuple(name for name in DENSE_FIELDS if getattr(args, f"dense_{name}")))
     print(f"wrote {', '.join(f'{n} {s}' for s, n in counts.items())} images under {args.out}")
     return 0
 
