@@ -13,7 +13,7 @@ import pytest
 from stedq.cli import main
 from stedq.training.data.field_statistics import autocorrelation_half_width, background_share
 from stedq.training.data.microscope import SimulatedMicroscope
-from stedq.training.data.synth import generate
+from stedq.training.data.synth import generate, simulate_one
 
 
 def _good_acquisitions(kind: str, seeds: range) -> list[np.ndarray]:
@@ -57,12 +57,14 @@ def test_statistics_read_a_known_scale():
 
 
 def test_dense_fields_change_their_kinds_only(tmp_path):
-    """Seed 0's first six images: 0, 1, 3 tubulin bundles, 2 and 4 axon networks, 5 puncta. --dense-axons
-    changes the networks only, --dense-bundles the bundles only; the puncta stay the same bytes."""
-    generate(tmp_path / "lattice", {"actin": 6}, seed=0, workers=1, progress=False)
-    generate(tmp_path / "axons", {"actin": 6}, seed=0, workers=1, progress=False, dense=("axons",))
+    """Seed 0's first six images: 0, 1, 3 tubulin bundles, 2 and 4 axon networks, 5 puncta. Dense axons
+    change the networks only, dense bundles the bundles only; the puncta stay the same bytes. Both are the
+    default (data 2.1); --no-dense-* gives data 2.0's kinds back."""
+    generate(tmp_path / "lattice", {"actin": 6}, seed=0, workers=1, progress=False, dense=())
+    assert main(["data", "synth", "--out", str(tmp_path / "axons"), "--actin", "6", "--tubulin", "0",
+                 "--seed", "0", "--no-dense-bundles", "--workers", "1", "--no-progress"]) == 0
     assert main(["data", "synth", "--out", str(tmp_path / "both"), "--actin", "6", "--tubulin", "0",
-                 "--seed", "0", "--dense-axons", "--dense-bundles", "--workers", "1", "--no-progress"]) == 0
+                 "--seed", "0", "--workers", "1", "--no-progress"]) == 0
 
     def rows(folder):
         with open(tmp_path / folder / "actin" / "labels.csv", newline="") as handle:
@@ -83,3 +85,15 @@ def test_dense_fields_change_their_kinds_only(tmp_path):
     assert done["dense_axons"] is True and done["dense_bundles"] is True
     with pytest.raises(SystemExit, match="was generated with"):   # resuming must not mix two sets
         generate(tmp_path / "both", {"actin": 6}, seed=0, workers=1, progress=False, dense=("axons",))
+    with pytest.raises(SystemExit, match="was generated with"):   # a data 2.0 folder is not resumed as 2.1
+        generate(tmp_path / "lattice", {"actin": 6}, seed=0, workers=1, progress=False)
+
+
+def test_empty_fields_do_not_depend_on_the_dense_kinds():
+    """Seed 0's image 18 is an empty field drawn over a dense kind: the same bytes and background in data 2.0
+    and 2.1 (a copied data 2.0 folder re-simulated for the dense kinds only is then the same set)."""
+    sparse, sparse_row = simulate_one("actin", 0, 18, dense=())
+    dense, dense_row = simulate_one("actin", 0, 18, dense=("axons", "bundles"))
+    assert sparse_row["class"] == "empty" and sparse_row["source"] == "empty"
+    assert sparse_row["background_cps"] == dense_row["background_cps"]
+    assert np.array_equal(sparse, dense) and sparse.any()

@@ -36,14 +36,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--pixel-nm", type=float, default=None, metavar="NM",
                        help="one pixel size for every image (default: drawn per image, 15-35 nm); the other "
                             "draws stay those of the same --seed, so the two sets differ in pixel size only")
-    synth.add_argument("--dense-axons", action="store_true",
+    synth.add_argument("--dense-axons", action=argparse.BooleanOptionalAction,
                        help="draw the axon networks of the actin mix as dense, diffusely labelled fields (filled "
-                            "shafts, rings holding 20-60 %% of the label, an uneven diffuse label) instead of "
-                            "sparse ring lattices; every other image stays the same bytes")
-    synth.add_argument("--dense-bundles", action="store_true",
+                            "shafts, rings holding 20-60 %% of the label, an uneven diffuse label; default, data "
+                            "2.1); --no-dense-axons draws data 2.0's sparse ring lattices. Every other image "
+                            "stays the same bytes")
+    synth.add_argument("--dense-bundles", action=argparse.BooleanOptionalAction,
                        help="draw the tubulin bundles of the actin mix as dense fields (3-7 crossing bundles and "
-                            "single microtubules over a strong, uneven diffuse label) instead of 1-2 bundles "
-                            "on a dark field; every other image stays the same bytes")
+                            "single microtubules over a strong, uneven diffuse label; default, data 2.1); "
+                            "--no-dense-bundles draws data 2.0's 1-2 bundles on a dark field")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.set_defaults(func=_synth)
 
@@ -106,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _synth(args: argparse.Namespace) -> int:
     from stedq.training.data.structures import DENSE_FIELDS
-    from stedq.training.data.synth import generate
+    from stedq.training.data.synth import DEFAULT_DENSE, generate
 
     counts = {name: n for name, n in (("actin", args.actin), ("tubulin", args.tubulin)) if n > 0}
     if not counts:
@@ -115,9 +116,14 @@ def _synth(args: argparse.Namespace) -> int:
         raise SystemExit(f"stedq data synth: --pixel-nm {args.pixel_nm:g} is outside 5-100 nm")
     generate(args.out, counts, seed=args.seed, workers=max(1, args.workers), balanced=args.balanced,
              progress=not args.no_progress, pixel_nm=args.pixel_nm,
-             dense=tuple(name for name in DENSE_FIELDS if getattr(args, f"dense_{name}")))
+             dense=tuple(name for name in DENSE_FIELDS if _flag(getattr(args, f"dense_{name}"), name in DEFAULT_DENSE)))
     print(f"wrote {', '.join(f'{n} {s}' for s, n in counts.items())} images under {args.out}")
     return 0
+
+
+def _flag(value: bool | None, default: bool) -> bool:
+    """A --x/--no-x flag: its default where neither was given (None: defaults live with the code, not here)."""
+    return default if value is None else value
 
 
 def _fit(args: argparse.Namespace) -> int:

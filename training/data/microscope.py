@@ -109,7 +109,9 @@ class SimulatedMicroscope:
         self.detection_efficiency = min(DETECTION_EFFICIENCY * float(photon_scale), 1.0)
         # Our own generator (never numpy's global one, which pysted re-seeds on every call).
         self.rng = np.random.default_rng([self.seed, zlib.crc32(structure.encode())])
-        molecules, self.source = random_datamap(structure, self.rng, self.pixel_nm, kind, dense)
+        # An empty field draws (and discards) the sparse kinds' datamap, so that its background draw, and its
+        # bytes, do not depend on `dense` (the dense kinds take other draws from the generator).
+        molecules, self.source = random_datamap(structure, self.rng, self.pixel_nm, kind, () if empty else dense)
         if empty:   # an empty field: no labelled structure, only the detector's background
             molecules, self.source = np.zeros_like(molecules), "empty"
         self.ideal = expert.ideal_image(molecules)   # what a perfect acquisition would show

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 # Actin: more than the paper's 1140 (the near-0 classes and the dendritic meshes need room; training on
 # it takes about 55 min on the 2-core CPU); tubulin: the paper's unseen-protein set.
 DEFAULT_COUNTS = {"actin": 2000, "tubulin": 94}
+# Data 2.1 (model 2.0.0's data): the mix's axon networks and tubulin bundles as dense, diffusely labelled
+# fields, as real axonal F-actin and tubulin look (docs/data.md). () draws data 2.0's sparse kinds.
+DEFAULT_DENSE = ("axons", "bundles")
 BALANCED_BINS = 10
 CSV_FIELDS = [
     "file", "name", "score", "structure", "class", "source", "seed", "index", "acquisition", "dwell_time_us",
@@ -178,10 +181,12 @@ def _init_worker() -> None:
 
 
 def generate(out: Path, counts: dict[str, int], seed: int = 0, workers: int = 2, balanced: bool = False,
-             progress: bool = True, pixel_nm: float | None = None, dense: tuple[str, ...] = ()) -> dict[str, Path]:
+             progress: bool = True, pixel_nm: float | None = None,
+             dense: tuple[str, ...] = DEFAULT_DENSE) -> dict[str, Path]:
     """Generate (or resume) every structure folder under `out`; returns structure -> folder. `pixel_nm`
     fixes the pixel size (default: drawn from PIXEL_SIZE_WEIGHTS), the other draws staying the same;
-    `dense` ("axons", "bundles") draws those kinds of the mix as dense fields (structures.DENSE_FIELDS)."""
+    `dense` ("axons", "bundles") draws those kinds of the mix as dense fields (structures.DENSE_FIELDS;
+    default: both, data 2.1; () gives data 2.0)."""
     from tqdm import tqdm
 
     from stedq.training.data.loader import write_manifest
