@@ -1,4 +1,4 @@
-"""What the labels allow: the labeller's-noise and pixel-size-blind oracles (stedq data ceiling, and the
+"""What the labels allow: the labeller's-noise, pixel-size-blind and image-only oracles (stedq data ceiling, and the
 lines stedq evaluate adds beside the model's figures)."""
 
 from __future__ import annotations
@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from stedq.cli import main
-from stedq.training.data.ceiling import COLUMNS, label_ceiling, pixel_blind_quality
+from stedq.training.data.ceiling import (
+    COLUMNS,
+    fading_factor,
+    image_only_quality,
+    label_ceiling,
+    pixel_blind_quality,
+)
 from stedq.training.data.label import expert_quality
 
 
@@ -45,6 +51,21 @@ def test_with_one_pixel_size_the_blind_oracle_is_the_noise_free_label(tmp_path):
     assert 0.9 < ceiling["label_noise"]["spearman"] < 1.0   # the labeller's noise (sd 0.03) costs a little
 
 
+def test_hidden_fading_caps_it_further(tmp_path):
+    """One pixel size: the pixel-size-blind oracle is the noise-free label, but the fading (structure_loss
+    0-0.3 here) is invisible to an image-only model, which gets the set's mean fading factor instead."""
+    names = [f"img{i:03d}" for i in range(60)]
+    rows = write_labels(tmp_path, names, [20.0], seed=2)
+    ceiling = label_ceiling(tmp_path)
+    mean_fading = float(fading_factor(rows[:, 2]).mean())
+    assert ceiling["mean_fading_factor"] == pytest.approx(mean_fading, abs=1e-4) and 0.85 < mean_fading < 1.0
+    assert ceiling["image_only"]["spearman"] < ceiling["pixel_blind"]["spearman"] - 0.005
+    resolution, snr, loss, similarity, saturation = rows[0][:5]
+    assert image_only_quality(rows[0], np.array([20.0]), np.array([1.0]), mean_fading) == pytest.approx(
+        expert_quality(resolution, snr, 0.0, similarity, saturation) * mean_fading)
+    assert fading_factor(np.array([0.0, 0.6, 0.9])) == pytest.approx([1.0, 0.7, 0.7])
+
+
 def test_varied_pixel_sizes_cap_what_an_image_only_model_can_reach(tmp_path):
     names = [f"img{i:03d}" for i in range(60)]
     rows = write_labels(tmp_path, names, [15.0, 35.0], seed=1)
@@ -71,6 +92,7 @@ def test_data_ceiling_cli(tmp_path, capsys):
     assert main(["data", "ceiling", str(tmp_path / "synth")]) == 0
     out = capsys.readouterr().out
     assert "pixel-size-blind oracle reaches Spearman" in out and "labeller's noise alone" in out
+    assert "the image-only oracle (blind to the fading too)" in out
     (tmp_path / "real").mkdir()
     assert main(["data", "ceiling", str(tmp_path / "real")]) == 1
     assert "no labels.csv with the label's inputs" in capsys.readouterr().err

@@ -153,6 +153,13 @@ def test_monotonicity_series_on_the_simulated_microscope():
     assert result["dwell"]["mean_decreasing"] is True
     assert result["depletion"]["mean_decreasing"] is False
     assert "| dwell | 60 µs → 6 µs |" in monotonicity_markdown(result)
+    # without bleaching the image shows the whole label; a bleaching scan's fading is partly invisible
+    for axis in ("depletion", "dwell"):
+        assert result[axis]["mean_label_image"] == pytest.approx(result[axis]["mean_label_clean"], abs=1e-4)
+    fading = result["bleaching"]
+    assert fading["mean_label_image"][0] == pytest.approx(fading["mean_label_clean"][0], abs=1e-4)
+    assert fading["mean_label_image"][1] > fading["mean_label_clean"][1] + 0.01
+    assert "the part the image shows" in monotonicity_markdown(result)
 
 
 def test_blur_check_sets_the_score_beside_the_rules_label():

@@ -8,6 +8,13 @@ label exactly (the measured SNR, the structure similarity, bleaching, saturation
 pixels) and predicts the expected label over the dataset's pixel sizes: the least-squares prediction
 without the pixel size. Its Spearman and RMSE against the labels bound what an image-only model can be
 expected to reach on that data; the labeller's own noise (label_clean vs label) bounds it further.
+
+The *image-only oracle* is blind to the fading too. The label's bleaching term is the share of the sample's
+fluorophores gone before the image is taken, and a uniformly faded field looks like a more dimly labelled
+one: the photon scale the generator draws (0.4-2.5x) hides it, and what fading does show (fewer photons)
+is already in the SNR term. This oracle puts the set's mean fading factor in place of each image's (the
+least-squares answer when fading is independent of what the image shows; correlations a model might use,
+e.g. more fading under harsher settings, are ignored, so a model may exceed it slightly).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stedq.training.data.label import expert_quality
+from stedq.training.data.label import LOSS_WEIGHT, LOSS_WORST, expert_quality
 from stedq.training.data.loader import LABELS_CSV, label_columns
 from stedq.training.metrics import regression_metrics
 
@@ -34,6 +41,18 @@ def pixel_blind_quality(row: np.ndarray, pixel_sizes: np.ndarray, shares: np.nda
                      for size, share in zip(pixel_sizes, shares, strict=True)))
 
 
+def fading_factor(structure_loss: np.ndarray) -> np.ndarray:
+    """The factor the label's bleaching term multiplies the quality by (label.expert_quality)."""
+    return 1 - LOSS_WEIGHT + LOSS_WEIGHT * (1 - np.clip(structure_loss / LOSS_WORST, 0.0, 1.0))
+
+
+def image_only_quality(row: np.ndarray, pixel_sizes: np.ndarray, shares: np.ndarray, mean_fading: float) -> float:
+    """`pixel_blind_quality` with the image's own fading replaced by the set's mean fading factor."""
+    unfaded = np.array(row, dtype=np.float64)
+    unfaded[2] = 0.0
+    return pixel_blind_quality(unfaded, pixel_sizes, shares) * mean_fading
+
+
 def label_ceiling(folder: Path | str | None, names: list[str] | None = None, prior_folder: Path | None = None) -> dict | None:
     """The oracles' figures on `names` of `folder` (all of its images when None), the pixel sizes' shares
     taken from all of `prior_folder` (default: `folder`, i.e. the dataset a model was trained on).
@@ -46,17 +65,21 @@ def label_ceiling(folder: Path | str | None, names: list[str] | None = None, pri
     prior = Path(prior_folder or folder)
     prior_names = _all_names(prior)
     rows = label_columns(folder, names, COLUMNS) if names else None
-    prior_rows = label_columns(prior, prior_names, ("pixel_nm",)) if prior_names else None
+    prior_rows = label_columns(prior, prior_names, ("pixel_nm", "structure_loss")) if prior_names else None
     if rows is None or prior_rows is None:
         return None
     pixel_sizes, counts = np.unique(prior_rows[:, 0], return_counts=True)
     shares = counts / counts.sum()
+    mean_fading = float(fading_factor(prior_rows[:, 1]).mean())
     blind = np.array([pixel_blind_quality(row, pixel_sizes, shares) for row in rows])
+    image_only = np.array([image_only_quality(row, pixel_sizes, shares, mean_fading) for row in rows])
     labels, clean = rows[:, 7], rows[:, 6]
     return {"n": len(rows),
             "pixel_sizes_nm": {f"{size:g}": round(float(share), 3) for size, share in zip(pixel_sizes, shares, strict=True)},
+            "mean_fading_factor": round(mean_fading, 4),
             "label_noise": _brief(regression_metrics(clean, labels)),
-            "pixel_blind": _brief(regression_metrics(blind, labels))}
+            "pixel_blind": _brief(regression_metrics(blind, labels)),
+            "image_only": _brief(regression_metrics(image_only, labels))}
 
 
 def _brief(metrics: dict) -> dict:
@@ -77,12 +100,17 @@ def ceiling_markdown(ceiling: dict | None, model_spearman: float | None = None) 
         return ""
     sizes = ", ".join(f"{size} nm {share:.0%}" for size, share in ceiling["pixel_sizes_nm"].items())
     blind, noise = ceiling["pixel_blind"], ceiling["label_noise"]
+    image_only = ceiling.get("image_only")   # absent from reports written before it existed
     lines = [f"What the labels allow (n = {ceiling['n']}; pixel sizes {sizes}): the pixel-size-blind "
-             f"oracle reaches Spearman **{_fmt(blind['spearman'])}** (RMSE {blind['rmse']:.3f}); the labeller's "
-             f"noise alone caps any model at {_fmt(noise['spearman'])} (RMSE {noise['rmse']:.3f})."]
+             f"oracle reaches Spearman **{_fmt(blind['spearman'])}** (RMSE {blind['rmse']:.3f})"
+             + (f", the image-only oracle (blind to the fading too) **{_fmt(image_only['spearman'])}** "
+                f"(RMSE {image_only['rmse']:.3f})" if image_only else "")
+             + f"; the labeller's noise alone caps any model at {_fmt(noise['spearman'])} (RMSE {noise['rmse']:.3f})."]
     if model_spearman is not None and blind["spearman"] is not None:
         lines.append(f"The model's {model_spearman:.3f} is {model_spearman - blind['spearman']:+.3f} from the "
-                     f"pixel-size-blind oracle.")
+                     f"pixel-size-blind oracle"
+                     + (f", {model_spearman - image_only['spearman']:+.3f} from the image-only one."
+                        if image_only and image_only["spearman"] is not None else "."))
     return " ".join(lines) + "\n"
 
 
