@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     from stedq.export.checkpoint import read_checkpoint, untrained_checkpoint
     from stedq.export.errors import ExportError
-    from stedq.export.images import load_images
+    from stedq.export.images import load_images, pixel_sizes_nm
     from stedq.export.onnx_graph import DEFAULT_OPSET
     from stedq.export.variants import DEFAULT_INT8_PLACEMENTS, INT8_PLACEMENTS
     from stedq.export.writer import ExportOptions, export_bundle
@@ -111,12 +111,13 @@ def run(args: argparse.Namespace) -> int:
                               f"(choose from {', '.join(INT8_PLACEMENTS)}, all)")
         checkpoint = untrained_checkpoint(args.seed) if args.untrained else read_checkpoint(args.checkpoint)
 
-        calibration = test = fit_images = None
+        calibration = test = fit_images = fit_pixel_sizes = None
         data = args.data or (checkpoint.get("data") or {}).get("path") or None
         # From the training dataset, take the checkpoint's own split (names recorded by `stedq train`).
         split = (checkpoint.get("data") or {}).get("split") or {}
         if data and Path(data).is_dir():   # the fit verdict's statistics: the whole training split
             fit_images = load_images(data, "train", names=split.get("train"))
+            fit_pixel_sizes = pixel_sizes_nm(data, split.get("train"))
         if variants:
             if data and not Path(data).is_dir():
                 if args.data:
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             variants=variants, int8_placements=placements, opset=args.opset or DEFAULT_OPSET, parity_tolerance=args.parity_tolerance,
             max_mean_abs_diff=args.max_mean_abs_diff, min_spearman=args.min_spearman,
             calibration_images=calibration, test_images=test, measure_speed=args.measure_speed,
-            fit_images=fit_images,
+            fit_images=fit_images, fit_pixel_sizes_nm=fit_pixel_sizes,
             write_rdf=args.rdf)
         report = export_bundle(checkpoint, args.out, options)
     except ExportError as exc:

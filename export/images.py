@@ -42,6 +42,23 @@ def _labelled_split(folder: Path, names: list[str] | None) -> np.ndarray | None:
     return np.asarray(dataset.images[[index[name] for name in names]], np.float32)
 
 
+def pixel_sizes_nm(folder: str | Path, names: list[str] | None = None) -> np.ndarray | None:
+    """The pixel sizes (nm) a labelled dataset's labels.csv records for `names` (all of its images when
+    None): what the fit verdict's pixel-size range spans. None where it records none (real or older data)."""
+    import csv
+
+    from stedq.training.data.loader import LABELS_CSV, label_columns
+
+    table = Path(folder) / LABELS_CSV
+    if not table.is_file():
+        return None
+    if names is None:
+        with table.open(newline="") as handle:
+            names = [Path(row.get("file") or "").stem or row.get("name", "") for row in csv.DictReader(handle)]
+    rows = label_columns(Path(folder), list(names), ("pixel_nm",))
+    return None if rows is None or not len(rows) else rows[:, 0]
+
+
 def _read_file(path: Path) -> np.ndarray:
     """Every frame of one file as model input, (N, 224, 224)."""
     try:

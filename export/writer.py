@@ -69,6 +69,7 @@ class ExportOptions:
     calibration_images: np.ndarray | None = None        # (N, 224, 224) in [0, 1], training split
     test_images: np.ndarray | None = None               # (N, 224, 224) in [0, 1], test split
     fit_images: np.ndarray | None = None                # training split, for the fit verdict's statistics
+    fit_pixel_sizes_nm: np.ndarray | None = None        # the training split's pixel sizes, where recorded
     int8_placements: tuple[str, ...] = DEFAULT_INT8_PLACEMENTS   # tried in order, first to pass wins
     measure_speed: bool = False                         # images/s of each variant (batch 32, CPU)
     write_rdf: bool = True
@@ -206,15 +207,16 @@ def _export_into(staging: Path, out: Path, checkpoint: dict[str, Any], model, op
     return ExportReport(out=out, manifest=manifest, parity=parity, gates=gates, skipped=skipped, speed=speed)
 
 
-def fit_statistics(images: np.ndarray | None) -> dict[str, Any]:
+def fit_statistics(images: np.ndarray | None, pixel_sizes_nm: np.ndarray | None = None) -> dict[str, Any]:
     """stedq.fit statistics of the training images that show structure (the near-0 classes, shuffled
-    pixels and empty fields, have none: their ranges are what the verdict must flag)."""
+    pixels and empty fields, have none: their ranges are what the verdict must flag); the pixel-size range
+    spans `pixel_sizes_nm`, those of all the training images (None: not recorded, the nominal 20 nm)."""
     if images is None or not len(images):
         return {}
     from stedq.fit import neighbour_correlation, statistics
 
     structured = [image for image in images if neighbour_correlation(image) > STRUCTURE_FLOOR]
-    return statistics(structured or list(images)).to_dict()
+    return statistics(structured or list(images), pixel_sizes_nm).to_dict()
 
 
 STRUCTURE_FLOOR = 0.05   # neighbour correlation of noise is ~0; every structured training image is above 0.15
@@ -252,5 +254,5 @@ def _manifest(checkpoint: dict[str, Any], options: ExportOptions, parity: dict[s
         normalization=Normalization(mean=[float(norm["mean"])], std=[float(norm["std"])],
                                     transform=str(norm.get("transform", "linear"))),
         variants={v: VARIANT_FILES[v] for v in variants}, training=training, metrics=_json_safe(metrics),
-        stedq_version=stedq.__version__, fit=fit_statistics(options.fit_images),
+        stedq_version=stedq.__version__, fit=fit_statistics(options.fit_images, options.fit_pixel_sizes_nm),
         created=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"))

@@ -92,15 +92,24 @@ def image_features(model_input: np.ndarray) -> dict[str, float]:
             "neighbour_correlation": neighbour_correlation(values, ROW_STEP)}
 
 
-def statistics(model_inputs, pixel_nm: float = 20.0) -> FitStatistics:
-    """The ranges of a set of training images (model input), for the bundle's manifest."""
+PIXEL_NM_TOLERANCE = (0.75, 1.25)   # a pixel size this far beyond the trained ones is still in range
+NOMINAL_PIXEL_NM = 20.0             # the trained pixel size where the training data does not record one
+
+
+def statistics(model_inputs, pixel_sizes_nm=None) -> FitStatistics:
+    """The ranges of a set of training images (model input), for the bundle's manifest. `pixel_sizes_nm`:
+    the pixel sizes trained on (data 2.0 and later draw 15-35 nm per image); the range spans them, with
+    PIXEL_NM_TOLERANCE beyond the smallest and the largest."""
+    sizes = np.asarray([NOMINAL_PIXEL_NM] if pixel_sizes_nm is None or not len(pixel_sizes_nm) else pixel_sizes_nm,
+                       np.float64)
     features = [image_features(image) for image in model_inputs]
     peaks = [f["peak_counts"] for f in features]
     return FitStatistics(
         peak_low=float(np.percentile(peaks, 0.5)), peak_high=float(np.percentile(peaks, 99.5)),
         background_high=float(np.percentile([f["background_counts"] for f in features], 99.5)),
         neighbour_correlation_low=float(np.percentile([f["neighbour_correlation"] for f in features], 0.5)),
-        pixel_nm_low=0.75 * pixel_nm, pixel_nm_high=1.25 * pixel_nm, images=len(features))
+        pixel_nm_low=PIXEL_NM_TOLERANCE[0] * float(sizes.min()), pixel_nm_high=PIXEL_NM_TOLERANCE[1] * float(sizes.max()),
+        images=len(features))
 
 
 @dataclass(frozen=True)

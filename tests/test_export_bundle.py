@@ -52,6 +52,7 @@ def test_manifest_describes_the_checkpoint(exported):
     assert manifest.metrics["test"] == checkpoint["metrics"]["test"]
     # the fit verdict's statistics, from the training images that show structure (all 32 here)
     assert manifest.fit["images"] == 32 and 0 < manifest.fit["peak_low"] <= manifest.fit["peak_high"]
+    assert (manifest.fit["pixel_nm_low"], manifest.fit["pixel_nm_high"]) == (15.0, 25.0)   # plain files: 20 nm nominal
     card = (exported["out"] / "README.md").read_text()
     assert "rmse 0.123" in card and "Spearman" in card and "2.1.0" in card
     assert manifest.input.name == "image" and manifest.input.shape == [-1, 1, 224, 224]

@@ -8,7 +8,7 @@ import pytest
 import tifffile
 
 from stedq.export.errors import ExportError
-from stedq.export.images import load_images
+from stedq.export.images import load_images, pixel_sizes_nm
 
 
 @pytest.fixture()
@@ -27,6 +27,17 @@ def test_labelled_dataset_split_by_name(labelled):
     # selected by name, in the split's order, rescaled by the dtype range (uint16 / 65535)
     assert images[0].min() == pytest.approx(4000 / 65535) and images[1].min() == pytest.approx(1000 / 65535)
     assert len(load_images(labelled, "train")) == 6
+
+
+def test_pixel_sizes_of_a_labelled_split(labelled):
+    """The fit verdict's pixel-size range comes from labels.csv's pixel_nm, where the generator records it."""
+    assert pixel_sizes_nm(labelled) is None   # no labels.csv: not recorded
+    rows = "".join(f"img{i}-{i / 10:.1f}.tiff,img{i},{i / 10:.1f},{15 + 5 * i}\n" for i in range(6))
+    (labelled / "labels.csv").write_text("file,name,score,pixel_nm\n" + rows)
+    assert pixel_sizes_nm(labelled).tolist() == [15, 20, 25, 30, 35, 40]
+    assert pixel_sizes_nm(labelled, ["img4-0.4", "img1-0.1"]).tolist() == [35, 20]
+    (labelled / "labels.csv").write_text("file,name,score\n" + "".join(r.rsplit(",", 1)[0] + "\n" for r in rows.splitlines()))
+    assert pixel_sizes_nm(labelled) is None   # a real folder's table without the column
 
 
 def test_labelled_dataset_missing_split_names(labelled):

@@ -65,6 +65,17 @@ def test_the_shipped_bundle_carries_training_statistics():
     fit = read_manifest(stedq.DEFAULT_MODEL_DIR).fit
     assert fit["images"] > 500 and fit["peak_low"] < fit["peak_high"]
     assert 0.05 < fit["neighbour_correlation_low"] < 0.5
+    # 2.0.0 was trained on 15-35 nm pixels: a 30 nm file fits, 60 nm does not (1.1.0 knew only 20 nm)
+    assert fit["pixel_nm_low"] <= 15 and 35 <= fit["pixel_nm_high"] < 60
+    from stedq.fit import FitStatistics, check_fit, statistics
+    stats = FitStatistics.from_dict(fit)
+    image = tifffile.imread(REAL / "degraded" / "axon_actin_1__base.tif").astype(np.float32) / 65535
+    assert check_fit(image, stats, pixel_size_nm=30.0) == ["ok"]
+    assert check_fit(image, stats, pixel_size_nm=60.0) == ["pixel_size"]
+    one_size = statistics([image])
+    assert (one_size.pixel_nm_low, one_size.pixel_nm_high) == (15.0, 25.0)   # not recorded: 20 nm nominal
+    assert (statistics([image], [15.0, 20.0, 35.0]).pixel_nm_low, statistics([image], [35.0]).pixel_nm_high) == \
+        (11.25, 43.75)
 
 
 def test_stedq_score_and_data_fit_flag_the_right_reasons(server, kinds, tmp_path):
