@@ -81,7 +81,7 @@ def limit_id(entry: dict, scenarios: dict[str, dict], max_batch_size: int, serve
     the server forms (max_batch_size), else the largest measured; of the variant stedq served for stedq's
     own rows, FP32 for the peers'."""
     wanted = entry["batch"] if entry["concurrency"] == 1 else max_batch_size   # a stream's window counts as callers
-    variant = served if entry["system"] == "stedq" else "fp32"
+    variant = served if entry["system"] in ("stedq", "stedq-no-batching") else "fp32"   # both serve `served`
     limits = sorted((e["batch"], e["id"]) for e in scenarios.values()
                     if e["system"] == "in-process" and e["variant"] == variant and e["runs"])
     for batch, ident in limits:

@@ -77,6 +77,8 @@ def test_quick_run_compares_with_the_limit_and_reports_targets(quick_run):
     expected = by_id["stedq/v1/unary/b4"]["runs"][0]["images_per_s"] / \
         by_id[f"{limit}/b4"]["runs"][0]["images_per_s"]
     assert ratio["median"] == pytest.approx(expected)
+    # the --no-batching server serves the same variant: held to the same limit
+    assert f"stedq/v1/concurrency/c4/no-batching / {limit}/b4" in results["ratios"]
     targets = {t["target"]: t for t in results["targets"]}
     assert targets["gRPC batch-4 throughput vs in-process"]["met"] in (True, False)
     overhead = targets["single-image p50 overhead (ms)"]["value"]["median"]
