@@ -71,17 +71,16 @@ def _ratio(a: dict | None, b: dict | None) -> dict | None:
 
 def served_variant(results: dict) -> str:
     """The variant stedq's servers served in this run (`--variant`, with auto resolved before the run):
-    their in-process limit is the same variant's. Peers serve the FP32 graph and keep the FP32 limit."""
+    their in-process limit is the same variant's. The peers serve the same ONNX file (bench/run.py)."""
     variant = results.get("environment", {}).get("settings", {}).get("variant", "fp32")
     return variant if variant in ("fp32", "int8") else "fp32"
 
 
 def limit_id(entry: dict, scenarios: dict[str, dict], max_batch_size: int, served: str = "fp32") -> str | None:
     """The in-process point a scenario is compared with: the same batch for one caller, else the batch
-    the server forms (max_batch_size), else the largest measured; of the variant stedq served for stedq's
-    own rows, FP32 for the peers'."""
+    the server forms (max_batch_size), else the largest measured; of the variant every server served."""
     wanted = entry["batch"] if entry["concurrency"] == 1 else max_batch_size   # a stream's window counts as callers
-    variant = served if entry["system"] in ("stedq", "stedq-no-batching") else "fp32"   # both serve `served`
+    variant = served
     limits = sorted((e["batch"], e["id"]) for e in scenarios.values()
                     if e["system"] == "in-process" and e["variant"] == variant and e["runs"])
     for batch, ident in limits:

@@ -110,9 +110,10 @@ class Bench:
             "grpc-floor": lambda: floor_server(self.logs),
             "grpc-floor-model": lambda: floor_server(self.logs, model=resolve_model_path(s.model),
                                                      variant=s.variant, threads=threads, device=device),
-            "paper-http": lambda: paper_server(self.logs, model=s.model, threads=threads, device=device),
+            # the peers serve the same ONNX file as stedq (its served variant), so they are compared like for like
+            "paper-http": lambda: paper_server(self.logs, model=self._served_onnx(), threads=threads, device=device),
             "mlserver": lambda: mlserver_server(
-                self.logs, o.out / "work", mlserver_env=o.mlserver_env, onnx_file=self.engines["fp32"].info.path,
+                self.logs, o.out / "work", mlserver_env=o.mlserver_env, onnx_file=self._served_onnx(),
                 threads=threads, device=device, max_batch_size=s.max_batch_size,
                 max_queue_delay_ms=s.max_queue_delay_ms),
         }
@@ -130,6 +131,12 @@ class Bench:
                 self.skipped[system] = str(exc)
         for system, why in self.skipped.items():
             log.warning("%s is not measured: %s", system, why)
+
+    def _served_onnx(self) -> Path:
+        """The ONNX file stedq serves in this run: the served variant's (the bundle's own INT8 when it serves
+        INT8), else FP32."""
+        served = self.engines.get(self.settings.variant) or self.engines["fp32"]
+        return Path(served.info.path)
 
     def stop(self) -> None:
         for server in self.servers.values():
@@ -220,7 +227,8 @@ class Bench:
                 "server_rss_mb_at_end": rss, "load_before": load_before, "load_after": _load(),
                 "seconds": time.time() - started, "fit_check": fit_check,
                 "engine": {"path": str(self.engines["fp32"].info.path), "providers": self.engines["fp32"].info.providers,
-                           "model": f"{self.engines['fp32'].info.name} {self.engines['fp32'].info.version}"}}
+                           "model": f"{self.engines['fp32'].info.name} {self.engines['fp32'].info.version}"},
+                "peers_onnx": str(self._served_onnx())}
 
 
 def measure_fit_check(engine: Engine, images: int = 32, repeats: int = 5) -> dict:

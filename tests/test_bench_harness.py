@@ -77,8 +77,10 @@ def test_quick_run_compares_with_the_limit_and_reports_targets(quick_run):
     expected = by_id["stedq/v1/unary/b4"]["runs"][0]["images_per_s"] / \
         by_id[f"{limit}/b4"]["runs"][0]["images_per_s"]
     assert ratio["median"] == pytest.approx(expected)
-    # the --no-batching server serves the same variant: held to the same limit
+    # the --no-batching server and the peers serve the same variant's file: held to the same limit
     assert f"stedq/v1/concurrency/c4/no-batching / {limit}/b4" in results["ratios"]
+    assert f"paper-http/c1 / {limit}/b1" in results["ratios"]
+    assert results["peers_onnx"].endswith("model.int8.onnx" if limit.endswith("int8") else "model.onnx")
     targets = {t["target"]: t for t in results["targets"]}
     assert targets["gRPC batch-4 throughput vs in-process"]["met"] in (True, False)
     overhead = targets["single-image p50 overhead (ms)"]["value"]["median"]
@@ -192,7 +194,7 @@ def test_stats_and_paired_ratios():
     results["scenarios"][-1]["summary"] = summarize(results["scenarios"][-1]["runs"])
     ratios = report.ratios(results, 32)
     assert ratios["stedq/v1/unary/b32 / in-process/int8/b32"]["median"] == pytest.approx((190 / 360 + 97 / 190) / 2)
-    assert "mlserver/v2/unary/b32 / in-process/fp32/b32" in ratios   # peers serve FP32
+    assert "mlserver/v2/unary/b32 / in-process/int8/b32" in ratios   # peers serve the same INT8 file
     targets = {t["target"]: t for t in report.targets(results)}
     assert targets["gRPC batch-32 throughput vs in-process"]["met"] is False
     assert "over in-process/int8/b32" in targets["gRPC batch-32 throughput vs in-process"]["how"]
