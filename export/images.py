@@ -45,16 +45,11 @@ def _labelled_split(folder: Path, names: list[str] | None) -> np.ndarray | None:
 def pixel_sizes_nm(folder: str | Path, names: list[str] | None = None) -> np.ndarray | None:
     """The pixel sizes (nm) a labelled dataset's labels.csv records for `names` (all of its images when
     None): what the fit verdict's pixel-size range spans. None where it records none (real or older data)."""
-    import csv
+    from stedq.training.data.loader import label_columns, label_names
 
-    from stedq.training.data.loader import LABELS_CSV, label_columns
-
-    table = Path(folder) / LABELS_CSV
-    if not table.is_file():
+    names = label_names(folder) if names is None else names
+    if not names:
         return None
-    if names is None:
-        with table.open(newline="") as handle:
-            names = [Path(row.get("file") or "").stem or row.get("name", "") for row in csv.DictReader(handle)]
     rows = label_columns(Path(folder), list(names), ("pixel_nm",))
     return None if rows is None or not len(rows) else rows[:, 0]
 

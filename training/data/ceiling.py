@@ -19,13 +19,12 @@ e.g. more fading under harsher settings, are ignored, so a model may exceed it s
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from stedq.training.data.label import LOSS_WEIGHT, LOSS_WORST, expert_quality
-from stedq.training.data.loader import LABELS_CSV, label_columns
+from stedq.training.data.loader import label_columns, label_names
 from stedq.training.metrics import regression_metrics
 
 COLUMNS = ("resolution_nm", "snr", "structure_loss", "structure_similarity", "saturation", "pixel_nm",
@@ -61,9 +60,9 @@ def label_ceiling(folder: Path | str | None, names: list[str] | None = None, pri
         return None
     folder = Path(folder)
     if names is None:
-        names = _all_names(folder)
+        names = label_names(folder)
     prior = Path(prior_folder or folder)
-    prior_names = _all_names(prior)
+    prior_names = label_names(prior)
     rows = label_columns(folder, names, COLUMNS) if names else None
     prior_rows = label_columns(prior, prior_names, ("pixel_nm", "structure_loss")) if prior_names else None
     if rows is None or prior_rows is None:
@@ -84,14 +83,6 @@ def label_ceiling(folder: Path | str | None, names: list[str] | None = None, pri
 
 def _brief(metrics: dict) -> dict:
     return {"spearman": metrics["spearman"], "rmse": metrics["rmse"]}
-
-
-def _all_names(folder: Path) -> list[str]:
-    table = folder / LABELS_CSV
-    if not table.is_file():
-        return []
-    with table.open(newline="") as handle:
-        return [Path(row.get("file") or "").stem or row.get("name", "") for row in csv.DictReader(handle)]
 
 
 def ceiling_markdown(ceiling: dict | None, model_spearman: float | None = None) -> str:

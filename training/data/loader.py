@@ -194,6 +194,15 @@ def check_labelled_folder(folder: str | Path, read_images: bool = True,
     return report
 
 
+def label_names(folder: str | Path) -> list[str]:
+    """Every image's name in a folder's labels.csv, in its order (the file's stem, else `name`); [] without one."""
+    table = Path(folder) / LABELS_CSV
+    if not table.is_file():
+        return []
+    with table.open(newline="") as handle:
+        return [Path(row.get("file") or "").stem or row.get("name", "") for row in csv.DictReader(handle)]
+
+
 def label_columns(folder: Path, names: list[str], wanted: tuple[str, ...]):
     """(N, len(wanted)) floats from a labels.csv's columns (the synthetic generator records each label's
     inputs there), rows found by file stem or name; None when the table, a column or a row is missing."""
