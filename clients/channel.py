@@ -11,9 +11,12 @@ import grpc
 from stedq.clients.images import DEFAULT_MAX_MESSAGE_BYTES
 
 SERVICE = "stedq.v1.QualityService"
-# Scoring is idempotent, so a call that never reached a server (UNAVAILABLE) is safe to send again;
-# no other code is retried (a DEADLINE_EXCEEDED request may still be running on the server).
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+# Scoring is idempotent, so a call that never reached a server (UNAVAILABLE) is safe to send again, and so
+# is one a stopping server cancelled: grpc's stop() cancels the calls it has received but not begun (about
+# one per connected client when a server under load drains: docs/reliability.md). Our own cancellations
+# never show here (a blocking call is not cancelled; a cancelled asyncio task raises CancelledError). No
+# other code is retried (a DEADLINE_EXCEEDED request may still be running on the server).
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
 def _read_pem(value: str | Path | bytes | None, what: str) -> bytes | None:

@@ -172,6 +172,44 @@ def test_retries_reach_a_server_that_comes_up_late(bundle):
             running.stop(0)
 
 
+def test_calls_a_stopping_server_cuts_are_retried_on_its_replacement(bundle):
+    """16 clients score while the server on their port drains and stops (as on SIGTERM) and a new one takes
+    the port (a rolling restart): the calls refused (UNAVAILABLE) or cancelled by grpc's stop() (CANCELLED)
+    are retried, and every call ends with its score."""
+    port = free_port()
+    image = random_images(1, seed=3)
+    expected = reference_scores(bundle, image)[0]
+    scores, errors, done = [], [], threading.Event()
+
+    def caller():
+        with QualityClient(f"127.0.0.1:{port}", timeout=60, retries=200, backoff_s=0.02, max_backoff_s=0.2) as client:
+            while not done.is_set():
+                try:
+                    scores.append(float(client.score(image)[0]))
+                except QualityError as exc:
+                    errors.append(exc.code)
+    first = ThreadedServer(server_settings(bundle, port=port, grace_period_s=5))
+    callers = [threading.Thread(target=caller) for _ in range(16)]
+    for thread in callers:
+        thread.start()
+    time.sleep(1.0)
+    answered_before = len(scores)
+    first.stop(5)   # drain: admitted calls finish, new ones are refused, then grpc's stop()
+    second = ThreadedServer(server_settings(bundle, port=port))
+    try:
+        end = time.monotonic() + 30
+        while len(scores) < answered_before + 64 and time.monotonic() < end:
+            time.sleep(0.05)
+    finally:
+        done.set()
+        for thread in callers:
+            thread.join(60)
+        second.stop(0)
+    assert errors == []
+    assert answered_before > 0 and len(scores) >= answered_before + 64
+    np.testing.assert_allclose(scores, expected, atol=TOLERANCE)
+
+
 def test_token_is_sent_and_large_batches_are_split_under_the_message_limit(strict_server, bundle):
     images = np.round(random_images(24, seed=9) * 65535).astype(np.uint16)  # 2.4 MB: over the 1 MiB limit
     expected = reference_scores(bundle, images.astype(np.float32) / 65535)

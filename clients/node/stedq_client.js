@@ -151,7 +151,9 @@ class QualityClient {
     if (options.token) this.metadata.set("authorization", `Bearer ${options.token}`);
   }
 
-  // One unary call with a deadline; retried with backoff only while the server is UNAVAILABLE.
+  // One unary call with a deadline; retried with backoff while the server is UNAVAILABLE, or when a stopping
+  // server cancelled it before it began (CANCELLED: this client never cancels its calls). Scoring is
+  // idempotent; the same rule as the Python clients (stedq/clients/channel.py, RETRYABLE).
   async call(method, request) {
     const deadline = Date.now() + this.timeoutMs;
     for (let attempt = 0; ; attempt += 1) {
@@ -163,7 +165,8 @@ class QualityClient {
         });
       } catch (error) {
         const delay = Math.min(5000, 200 * 2 ** attempt) * (0.5 + Math.random() / 2);
-        if (error.code !== grpc.status.UNAVAILABLE || attempt >= this.retries || Date.now() + delay >= deadline) {
+        const retryable = error.code === grpc.status.UNAVAILABLE || error.code === grpc.status.CANCELLED;
+        if (!retryable || attempt >= this.retries || Date.now() + delay >= deadline) {
           throw new StedqError(error.code ?? grpc.status.UNKNOWN, error.details || error.message, this.target);
         }
         await new Promise((resolve) => setTimeout(resolve, delay));
