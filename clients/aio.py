@@ -31,7 +31,8 @@ from stedq.v1 import quality_pb2_grpc as pb_grpc
 
 
 class AsyncQualityClient:
-    """See `QualityClient`: deadlines on every call, retries on UNAVAILABLE, `QualityError` on failure.
+    """See `QualityClient`: deadlines on every call, retries on UNAVAILABLE (and a stopping server's
+    CANCELLED), `QualityError` on failure.
     Create it inside a running event loop (grpc.aio channels belong to the loop that made them)."""
 
     def __init__(self, target: str = "localhost:50051", *, tls: bool | str | Path | bytes = False,
@@ -64,7 +65,7 @@ class AsyncQualityClient:
         return self.config.target
 
     async def _call(self, method, request, timeout: float | None = None, with_trailer: bool = False):
-        """The answer (and with `with_trailer`, (answer, trailing metadata)), retried on UNAVAILABLE."""
+        """The answer (and with `with_trailer`, (answer, trailing metadata)), retried while RETRYABLE."""
         deadline = time.monotonic() + (timeout or self.timeout)
         delays = backoff_delays(self.retries, self.backoff_s, self.max_backoff_s, self._rng)
         while True:

@@ -63,8 +63,8 @@ def single_tile_map(result: ImageResult, image) -> QualityMap:
 
 class QualityClient:
     """A connection to one stedq server. Every call has a deadline (`timeout` seconds, retries
-    included); calls that could not reach the server (UNAVAILABLE) are retried with backoff; every
-    failure is raised as `QualityError` carrying the gRPC code and the server's message."""
+    included); calls that could not reach the server (UNAVAILABLE), or that a stopping server cancelled
+    (CANCELLED), are retried with backoff; every failure is raised as `QualityError` carrying the gRPC code and the server's message."""
 
     def __init__(self, target: str = "localhost:50051", *, tls: bool | str | Path | bytes = False,
                  token: str | None = None, timeout: float = 30.0, retries: int = 5,
@@ -99,7 +99,7 @@ class QualityClient:
     # --- calls
 
     def _call(self, method, request, timeout: float | None = None):
-        """One unary call under one deadline, retried while the server is UNAVAILABLE."""
+        """One unary call under one deadline, retried while RETRYABLE (UNAVAILABLE, a stopping server's CANCELLED)."""
         deadline = time.monotonic() + (timeout or self.timeout)
         delays = backoff_delays(self.retries, self.backoff_s, self.max_backoff_s, self._rng)
         while True:
