@@ -296,9 +296,10 @@ def test_sighup_reloads_and_sigterm_drains_under_load_losing_nothing(tmp_path):
     assert "model reloaded: now serving quality v2" in output and "draining" in output and "stopped" in output
     # Every call sent well before SIGTERM is answered. One sent after it, or in the last 100 ms before it
     # (the signal and the request race on the 2-core machine under a full test run: the request can reach
-    # the server after draining began), is refused (UNAVAILABLE) or cancelled with its connection as the
-    # process exits (seen 2 times in 6 full runs after SIGTERM, once in a fresh-clone run 1-100 ms before
-    # it): never answered wrongly, never INTERNAL or UNKNOWN.
+    # the server after draining began), is refused (UNAVAILABLE) or cancelled by grpc's stop() as the port
+    # closes, before it began (seen 2 times in 6 full runs after SIGTERM, once in a fresh-clone run 1-100 ms
+    # before it; stedq's clients retry it: tests/test_clients_server.py): never answered wrongly, never
+    # INTERNAL or UNKNOWN.
     sent_before = [c for c in calls if c[0] < sigterm_at - 0.1]
     assert all(c[2] == "OK" for c in sent_before), "a request sent before SIGTERM was lost"
     racing = {c[2] for c in calls if c[0] >= sigterm_at - 0.1}
