@@ -12,12 +12,11 @@ import pytest
 from stedq.cli import main
 from stedq.training.data.ceiling import (
     COLUMNS,
-    fading_factor,
     image_only_quality,
     label_ceiling,
     pixel_blind_quality,
 )
-from stedq.training.data.label import expert_quality
+from stedq.training.data.label import expert_quality, fading_factor
 
 
 def write_labels(folder: Path, names: list[str], pixel_sizes: list[float], seed: int = 0,

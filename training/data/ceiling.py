@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stedq.training.data.label import LOSS_WEIGHT, LOSS_WORST, expert_quality
+from stedq.training.data.label import expert_quality, fading_factor
 from stedq.training.data.loader import label_columns, label_names
 from stedq.training.metrics import regression_metrics
 
@@ -38,11 +38,6 @@ def pixel_blind_quality(row: np.ndarray, pixel_sizes: np.ndarray, shares: np.nda
     resolution_px = resolution_nm / pixel_nm
     return float(sum(share * expert_quality(resolution_px * size, snr, loss, similarity, saturation)
                      for size, share in zip(pixel_sizes, shares, strict=True)))
-
-
-def fading_factor(structure_loss: np.ndarray) -> np.ndarray:
-    """The factor the label's bleaching term multiplies the quality by (label.expert_quality)."""
-    return 1 - LOSS_WEIGHT + LOSS_WEIGHT * (1 - np.clip(structure_loss / LOSS_WORST, 0.0, 1.0))
 
 
 def image_only_quality(row: np.ndarray, pixel_sizes: np.ndarray, shares: np.ndarray, mean_fading: float) -> float:

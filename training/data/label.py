@@ -124,6 +124,12 @@ def score_components(resolution_nm: float, snr: float, structure_loss: float,
             "q_structure": float(q_structure), "q_saturation": float(q_saturation)}
 
 
+def fading_factor(structure_loss):
+    """The share of the quality a structure keeps that has lost `structure_loss` of its fluorophores
+    (a float or an array): the label's bleaching factor."""
+    return 1 - LOSS_WEIGHT + LOSS_WEIGHT * (1.0 - np.clip(structure_loss / LOSS_WORST, 0.0, 1.0))
+
+
 def expert_quality(resolution_nm: float, snr: float, structure_loss: float, structure: float = CORR_GOOD,
                    saturation: float = 0.0) -> float:
     """Noise-free virtual-expert quality in [0, 1].
@@ -135,7 +141,7 @@ def expert_quality(resolution_nm: float, snr: float, structure_loss: float, stru
     """
     q = score_components(resolution_nm, snr, structure_loss, structure, saturation)
     value = (RES_FLOOR + (1 - RES_FLOOR) * q["q_resolution"]) * q["q_snr"] ** 0.7 \
-        * (1 - LOSS_WEIGHT + LOSS_WEIGHT * q["q_bleaching"]) * np.sqrt(q["q_structure"]) \
+        * fading_factor(structure_loss) * np.sqrt(q["q_structure"]) \
         * (1 - SAT_WEIGHT + SAT_WEIGHT * q["q_saturation"])
     return float(np.clip(value, 0.0, 1.0))
 
